@@ -1,0 +1,518 @@
+"""The Python API under the CLI: load, plan, run, resume and open runs."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import secrets
+import shutil
+import signal
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from trialrun import providers
+from trialrun.config import (
+    Experiment,
+    apply_overrides,
+    expand_multirun,
+    read_yaml,
+    resolve_env,
+    validate,
+)
+from trialrun.dataset import load_items
+from trialrun.errors import RunIncomplete, RunNotFoundError, StoreError
+from trialrun.executor.cache import ResponseCache, cache_dir
+from trialrun.executor.realtime import ExperimentRun, ModelRoute, execute
+from trialrun.export import RESULTS_NAME, ResultsFile
+from trialrun.plan import Shard, cells, content_hash, count_trials, expand
+from trialrun.provenance import git_state, manifest
+from trialrun.store import DB_NAME, Store, utcnow
+from trialrun.templates import Conversation
+
+ConfigSource = str | Path | dict[str, Any]
+LOCAL_PROVIDERS = frozenset({"hf"})
+
+
+class Interrupted(RunIncomplete):
+    """The run was stopped by a signal (Ctrl-C, SIGTERM)."""
+
+    exit_code = 130
+
+
+@dataclass
+class Prepared:
+    """A config that passed every check, ready to become a run; nothing written yet."""
+
+    experiment: Experiment
+    source: str
+    base_dir: Path
+    items: list[dict[str, Any]]
+    conversation: Conversation
+    mock: bool = False
+    shard: Shard | None = None
+    limit: int | None = None
+    overrides: list[str] = field(default_factory=list)
+
+    @property
+    def trial_count(self) -> int:
+        total = count_trials(self.experiment, len(self.items))
+        if self.shard is not None or self.limit is not None:
+            total = sum(
+                1 for _ in expand(self.experiment, self._item_ids(), self.shard, self.limit)
+            )
+        return total
+
+    def _item_ids(self) -> list[str]:
+        return [item[self.experiment.dataset.id] for item in self.items]
+
+
+def load(
+    config: ConfigSource,
+    overrides: Sequence[str] = (),
+    *,
+    mock: bool = False,
+    shard: Shard | str | None = None,
+    limit: int | None = None,
+) -> Prepared:
+    """Read and check a config, its overrides, dataset and templates; raise one clear error."""
+    if isinstance(config, dict):
+        raw, source, base_dir = config, "config", Path.cwd()
+    else:
+        path = Path(config)
+        raw, source, base_dir = read_yaml(path), str(path), path.resolve().parent
+    experiment = validate(apply_overrides(raw, list(overrides)), source)
+    if not mock:
+        for index, entry in enumerate(experiment.models):
+            providers.base.check_known(entry.provider, f"{source}: models[{index}].model")
+    items = load_items(experiment.dataset, base_dir, source)
+    conversation = Conversation(experiment, source)
+    conversation.check(items)
+    if isinstance(shard, str):
+        shard = Shard.parse(shard)
+    return Prepared(
+        experiment, source, base_dir, items, conversation, mock, shard, limit, list(overrides)
+    )
+
+
+def load_many(
+    configs: Sequence[ConfigSource],
+    overrides: Sequence[str] = (),
+    *,
+    multirun: bool = False,
+    **options: Any,
+) -> list[Prepared]:
+    """Several configs, or one config swept over comma-separated override values."""
+    combos = expand_multirun(list(overrides)) if multirun else [list(overrides)]
+    return [load(config, combo, **options) for config in configs for combo in combos]
+
+
+def plan_summary(prepared: Prepared) -> dict[str, Any]:
+    experiment = prepared.experiment
+    trials = prepared.trial_count
+    per_model = trials // len(experiment.models) if prepared.shard is None else None
+    return {
+        "name": experiment.name,
+        "items": len(prepared.items),
+        "models": [m.label for m in experiment.models],
+        "cells": len(cells(experiment.grid)),
+        "repeats": experiment.repeats,
+        "turns": experiment.turn_count(),
+        "trials": trials,
+        "requests": trials * experiment.turn_count(),
+        "trials_per_model": per_model,
+    }
+
+
+# ------------------------------------------------------------------ run folders
+
+
+class Run:
+    """A run folder: its store, records and status."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.run_id = path.name
+
+    def store(self, *, readonly: bool = True) -> Store:
+        return Store(self.path / DB_NAME, readonly=readonly)
+
+    def meta(self) -> dict[str, Any]:
+        store = self.store()
+        try:
+            return store.meta()
+        finally:
+            store.close()
+
+    def experiment(self) -> Experiment:
+        return Experiment.model_validate(self.meta()["experiment"])
+
+    def counts(self) -> dict[str, int]:
+        store = self.store()
+        try:
+            return store.counts()
+        finally:
+            store.close()
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        store = self.store()
+        try:
+            for record in store.records():
+                yield json.loads(record)
+        finally:
+            store.close()
+
+    def summary(self) -> list[dict[str, Any]]:
+        store = self.store()
+        try:
+            return store.summary()
+        finally:
+            store.close()
+
+    def is_running(self) -> bool:
+        return _locked_by_other(self.path)
+
+    def status(self) -> dict[str, Any]:
+        store = self.store()
+        try:
+            counts = store.counts()
+            left = counts["pending"] + counts["running"]
+            rate = store.recent_rate()
+            return {
+                "run_id": self.run_id,
+                "path": str(self.path),
+                "counts": counts,
+                "total": sum(counts.values()),
+                "spend": store.spend(),
+                "running": self.is_running(),
+                "rate_per_s": rate,
+                "eta_s": left / rate if rate > 0 and left else None,
+                "events": store.events(10),
+            }
+        finally:
+            store.close()
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+
+def open_run(ref: str | Path | None = None, runs_dir: str | Path = "runs") -> Run:
+    """A run by folder path, by id (folder name) under `runs_dir`, or the latest when None."""
+    base = Path(runs_dir)
+    if ref is None:
+        found = list_runs(base)
+        if not found:
+            raise RunNotFoundError(
+                f"{base}: no runs here yet; start one with `trialrun run CONFIG`"
+            )
+        return found[-1]
+    for candidate in (Path(ref), base / str(ref)):
+        if (candidate / DB_NAME).is_file():
+            return Run(candidate)
+    matches = [r for r in list_runs(base) if r.run_id.startswith(str(ref))]
+    if len(matches) == 1:
+        return matches[0]
+    if Path(ref).is_dir():
+        raise RunNotFoundError(f"{ref}: not a run folder (no {DB_NAME} in it)")
+    raise RunNotFoundError(f"{ref}: no such run (looked for a folder, and for an id under {base})")
+
+
+def list_runs(base: Path) -> list[Run]:
+    """Runs under a folder, oldest first (by the timestamp in their names)."""
+    if not base.is_dir():
+        return []
+    runs = [
+        Run(p) for p in base.iterdir() if not p.name.startswith(".") and (p / DB_NAME).is_file()
+    ]
+    return sorted(runs, key=lambda r: (r.run_id.rsplit("-", 3)[-3:-1], r.run_id))
+
+
+def create_run(prepared: Prepared, runs_dir: Path | None = None) -> Run:
+    """Write a new run folder whole (database, config, manifest) or not at all."""
+    experiment = prepared.experiment
+    base = runs_dir or Path(experiment.output.dir)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_id = f"{experiment.name}-{stamp}-{secrets.token_hex(2)}"
+    final, tmp = base / run_id, base / f".{run_id}.tmp"
+    try:
+        tmp.mkdir(parents=True)
+        _fill_run_folder(prepared, run_id, tmp)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Run(final)
+
+
+def _fill_run_folder(prepared: Prepared, run_id: str, folder: Path) -> None:
+    experiment = prepared.experiment
+    id_field = experiment.dataset.id
+    experiment_json = experiment.model_dump(mode="json")
+    hashes = {"config": content_hash(experiment_json), "data": content_hash(prepared.items)}
+    meta = {
+        "run_id": run_id,
+        "experiment": experiment_json,
+        "source": prepared.source,
+        "overrides": prepared.overrides,
+        "mock": prepared.mock,
+        "id_field": id_field,
+        "shard": str(prepared.shard) if prepared.shard else None,
+        "limit": prepared.limit,
+        "created_at": utcnow(),
+        "hashes": hashes,
+    }
+    store = Store.create(folder / DB_NAME)
+    try:
+        store.set_meta(meta)
+        store.add_items((item[id_field], item) for item in prepared.items)
+        lanes = {m.label: m.provider for m in experiment.models}
+        trials = expand(experiment, prepared._item_ids(), prepared.shard, prepared.limit)
+        store.add_trials((trial, lanes[trial.model]) for trial in trials)
+    finally:
+        store.close()
+    (folder / "config.yaml").write_text(
+        yaml.safe_dump(experiment_json, sort_keys=False, allow_unicode=True), encoding="utf-8"
+    )
+    provenance = manifest(
+        run_id=run_id,
+        created_at=meta["created_at"],
+        seed=experiment.seed,
+        hashes=hashes,
+        mock=prepared.mock,
+        shard=meta["shard"],
+        limit=prepared.limit,
+        source=prepared.source,
+        git=git_state(prepared.base_dir),
+    )
+    (folder / "manifest.json").write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
+    (folder / RESULTS_NAME).touch()
+
+
+# ------------------------------------------------------------------ running
+
+
+class Observer:
+    """What the API tells a display while runs go; the default shows nothing."""
+
+    def started(self, run: Run, total: int, finished: int) -> None: ...
+
+    def committed(self, run: Run, done: int, failed: int) -> None: ...
+
+    def finished(self) -> None: ...
+
+
+def run(
+    config: ConfigSource,
+    overrides: Sequence[str] = (),
+    *,
+    mock: bool = False,
+    shard: Shard | str | None = None,
+    limit: int | None = None,
+    observer: Observer | None = None,
+) -> Run:
+    """Run one experiment to the end and return its run folder."""
+    prepared = load(config, overrides, mock=mock, shard=shard, limit=limit)
+    return run_prepared([prepared], observer)[0]
+
+
+def run_prepared(prepared: Sequence[Prepared], observer: Observer | None = None) -> list[Run]:
+    """Create a run folder for each prepared experiment and run them all in this process."""
+    runs = [create_run(p) for p in prepared]
+    _execute(runs, observer or Observer())
+    return runs
+
+
+def resume(
+    ref: str | Path | Run | None = None,
+    *,
+    retry_failed: bool = False,
+    runs_dir: str | Path = "runs",
+    observer: Observer | None = None,
+) -> Run:
+    """Finish a stopped or crashed run: in-flight work is redone, finished work never re-sent."""
+    target = ref if isinstance(ref, Run) else open_run(ref, runs_dir)
+    _execute([target], observer or Observer(), retry_failed=retry_failed)
+    return target
+
+
+def _execute(runs: list[Run], observer: Observer, *, retry_failed: bool = False) -> None:
+    locks = [_lock(r.path) for r in runs]
+    caches: dict[Path, ResponseCache] = {}
+    opened: list[tuple[ExperimentRun, ResultsFile]] = []
+    try:
+        for target in runs:
+            opened.append(_open_for_execution(target, caches, observer, retry_failed))
+        interrupted = asyncio.run(_main([e for e, _ in opened]))
+    finally:
+        for experiment_run, results in opened:
+            experiment_run.store.reset_running()
+            results.rewrite(experiment_run.store)
+            experiment_run.store.close()
+        for cache in caches.values():
+            cache.close()
+        for handle in locks:
+            handle.close()
+        observer.finished()
+    _raise_if_incomplete(runs, opened, interrupted)
+
+
+def _open_for_execution(
+    target: Run, caches: dict[Path, ResponseCache], observer: Observer, retry_failed: bool
+) -> tuple[ExperimentRun, ResultsFile]:
+    store = target.store(readonly=False)
+    meta = store.meta()
+    experiment = Experiment.model_validate(meta["experiment"])
+    store.reset_running(include_failed=retry_failed)
+    results = ResultsFile(target.path / RESULTS_NAME)
+    results.rewrite(store)
+    cache = None
+    if experiment.cache.enabled:
+        folder = cache_dir(experiment.cache.dir)
+        cache = caches.get(folder) or caches.setdefault(folder, ResponseCache(folder))
+    counts = store.counts()
+    observer.started(target, sum(counts.values()), counts["done"] + counts["failed"])
+
+    def on_commit(committed: list[tuple[str, str]]) -> None:
+        results.append(record for _, record in committed)
+        failed = sum(1 for status, _ in committed if status == "failed")
+        observer.committed(target, len(committed) - failed, failed)
+
+    experiment_run = ExperimentRun(
+        run_id=meta["run_id"],
+        experiment=experiment,
+        store=store,
+        items=store.items(),
+        conversation=Conversation(experiment, meta["source"]),
+        routes=_routes(experiment, bool(meta["mock"])),
+        cache=cache,
+        id_field=meta["id_field"],
+        on_commit=on_commit,
+        reuse_attempts=store.has_attempts(),
+    )
+    return experiment_run, results
+
+
+def _routes(experiment: Experiment, mock: bool) -> dict[str, ModelRoute]:
+    routes = {}
+    for index, entry in enumerate(experiment.models):
+        where = f"models[{index}]"
+        name = "mock" if mock and entry.provider not in LOCAL_PROVIDERS else entry.provider
+        if name == "mock":
+            settings = experiment.mock.model_dump()
+        else:
+            settings = {"api_key": resolve_env(entry.api_key, f"{where}.api_key")}
+        base_url = resolve_env(entry.base_url, f"{where}.base_url")
+        routes[entry.label] = ModelRoute(
+            config=entry,
+            provider=providers.create(name, **settings),
+            provider_name=name,
+            lane=entry.provider,
+            base_url=base_url,
+            options=resolve_env(entry.options, f"{where}.options"),
+        )
+    return routes
+
+
+async def _main(runs: list[ExperimentRun]) -> bool:
+    """Run everything; a SIGINT or SIGTERM stops cleanly. Returns True when interrupted."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(execute(runs, stop))
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        stop.set()
+        task.cancel()
+
+    handled = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, on_signal)
+            handled.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
+    try:
+        await task
+        return False
+    except asyncio.CancelledError:
+        return True
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+        for experiment_run in runs:
+            for route in experiment_run.routes.values():
+                await route.provider.aclose()
+
+
+def _raise_if_incomplete(
+    runs: list[Run], opened: list[tuple[ExperimentRun, ResultsFile]], interrupted: bool
+) -> None:
+    if interrupted:
+        names = " ".join(str(r.path) for r in runs)
+        raise Interrupted(
+            f"stopped; committed results are safe. Continue with: trialrun resume {names}"
+        )
+    for target, (experiment_run, _) in zip(runs, opened, strict=True):
+        if experiment_run.stopped_lanes:
+            lane, message = next(iter(experiment_run.stopped_lanes.items()))
+            raise RunIncomplete(
+                f"{lane}: {message}; its trials were stopped and left pending. Fix the key, "
+                f"then run: trialrun resume {target.path}"
+            )
+
+
+# ------------------------------------------------------------------ locking
+
+
+def _lock(folder: Path) -> Any:
+    handle = (folder / "run.lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        handle.close()
+        raise StoreError(
+            f"{folder}: this run is already running (pid {owner}); wait for it "
+            "or stop that process first"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def _locked_by_other(folder: Path) -> bool:
+    path = folder / "run.lock"
+    if not path.exists():
+        return False
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
+__all__ = [
+    "Interrupted",
+    "Observer",
+    "Prepared",
+    "Run",
+    "create_run",
+    "list_runs",
+    "load",
+    "load_many",
+    "open_run",
+    "plan_summary",
+    "resume",
+    "run",
+    "run_prepared",
+]

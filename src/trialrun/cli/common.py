@@ -1,0 +1,36 @@
+"""Helpers shared by the commands: consoles, argument splitting, run lookup."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from trialrun.errors import UsageError
+
+runs_dir_option = click.option(
+    "--dir",
+    "runs_dir",
+    default="runs",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder holding run folders.",
+)
+
+
+def stdout() -> Console:
+    return Console(highlight=False, soft_wrap=False)
+
+
+def split_args(args: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """CONFIG files and KEY=VALUE overrides, in any order (an existing file is a config)."""
+    configs, overrides = [], []
+    for arg in args:
+        if "=" in arg and not Path(arg).exists():
+            overrides.append(arg)
+        else:
+            configs.append(arg)
+    if not configs:
+        raise UsageError("no CONFIG given: name a config file, e.g. trialrun run exp.yaml")
+    return configs, overrides

@@ -1,0 +1,47 @@
+"""`trialrun status`."""
+
+from __future__ import annotations
+
+import click
+from rich.table import Table
+
+from trialrun import api
+from trialrun.cli.common import runs_dir_option, stdout
+
+
+@click.command("status")
+@click.argument("run", required=False)
+@runs_dir_option
+def command(run: str | None, runs_dir: str) -> None:
+    """Progress of RUN by state, spend so far, rate and ETA (default: the latest run)."""
+    target = api.open_run(run, runs_dir)
+    info = target.status()
+    console = stdout()
+    counts = info["counts"]
+    state = (
+        "running"
+        if info["running"]
+        else (
+            "finished"
+            if not counts["pending"] + counts["running"]
+            else "stopped (trialrun resume to continue)"
+        )
+    )
+    console.print(f"[bold]{info['run_id']}[/bold]  {state}")
+    table = Table(show_header=True)
+    for column in ("pending", "running", "done", "failed", "total"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        *(f"{counts[s]:,}" for s in ("pending", "running", "done", "failed")), f"{info['total']:,}"
+    )
+    console.print(table)
+    spend = info["spend"]
+    cost = "unknown" if spend["cost_usd"] is None else f"${spend['cost_usd']:,.4f}"
+    console.print(
+        f"calls {spend['calls']:,} (cache hits {spend['cache_hits']:,}), tokens in "
+        f"{spend['input_tokens']:,} / out {spend['output_tokens']:,}, cost {cost}"
+    )
+    if info["eta_s"] is not None:
+        console.print(f"rate {info['rate_per_s']:.1f} trials/s, ETA {info['eta_s']:.0f} s")
+    for at, kind, detail in info["events"]:
+        console.print(f"  {at}  {kind}: {detail}")

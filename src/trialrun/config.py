@@ -1,0 +1,443 @@
+"""The experiment config: pydantic models, YAML loading, KEY=VALUE overrides, env references.
+
+Every field carries a docstring; `trialrun config-reference` and the README's
+reference are generated from them, so the docs cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+import re
+import types
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from trialrun.errors import ConfigError
+
+ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+RESERVED_TEMPLATE_NAMES = frozenset({"item", "grid", "turn", "turns", "model", "repeat", "seed"})
+SAMPLING_PARAMS = frozenset(
+    {
+        "temperature",
+        "top_p",
+        "top_k",
+        "max_tokens",
+        "seed",
+        "stop",
+        "logprobs",
+        "top_logprobs",
+        "presence_penalty",
+        "frequency_penalty",
+        "n",
+        "min_p",
+        "repetition_penalty",
+    }
+)
+PLANNED_KEYS = {
+    "task": "custom trial functions",
+    "judge": "LLM judging",
+    "budget": "budgets",
+    "gates": "early-stop gates",
+}
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class DatasetConfig(StrictModel):
+    path: str | None = None
+    """JSON list, JSONL or CSV file of items; relative paths start at the config file's folder."""
+    items: list[dict[str, Any]] | None = None
+    """Items written inline in the config instead of a file."""
+    id: str = "id"
+    """Field holding each item's id; ids must be unique."""
+    limit: int | None = Field(default=None, ge=1)
+    """Use only the first N items."""
+    format: Literal["json", "jsonl", "csv"] | None = None
+    """File format; by default taken from the file's extension."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DatasetConfig:
+        if (self.path is None) == (self.items is None):
+            raise ValueError("give exactly one of 'path' (a file) or 'items' (inline rows)")
+        return self
+
+
+class ModelConfig(StrictModel):
+    model: str = Field(pattern=r"^[A-Za-z0-9_-]+/.+$")
+    """`provider/model-id`, e.g. `openai/gpt-4o-mini` or `mock/alpha`."""
+    name: str | None = None
+    """Label used in trial ids and reports; defaults to `model`. Needed when one model appears twice."""
+    params: dict[str, Any] = Field(default_factory=dict)
+    """Sampling params for this model; they override the top-level `params`."""
+    base_url: str | None = None
+    """Endpoint for OpenAI-compatible servers; may hold `${env:NAME}`."""
+    api_key: str | None = None
+    """Only as a reference, `${env:NAME}`: secrets never go in a config."""
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Provider-specific settings that are not sampling params."""
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_is_reference(cls, value: str | None) -> str | None:
+        if value is not None and not ENV_REF.fullmatch(value):
+            raise ValueError("write the key as a reference, api_key: ${env:NAME}, never the key")
+        return value
+
+    @property
+    def label(self) -> str:
+        return self.name or self.model
+
+    @property
+    def provider(self) -> str:
+        return self.model.split("/", 1)[0]
+
+    @property
+    def model_id(self) -> str:
+        return self.model.split("/", 1)[1]
+
+
+class MessageTemplate(StrictModel):
+    role: Literal["system", "user", "assistant"]
+    """Who speaks."""
+    content: str
+    """A Jinja template over `item`, `grid` (and each grid value by name), `turns`, `model`, `repeat`."""
+
+
+class LimitConfig(StrictModel):
+    rpm: float | None = Field(default=None, gt=0)
+    """Requests per minute; none means no limit."""
+    tpm: float | None = Field(default=None, gt=0)
+    """Tokens per minute (input estimate + max_tokens, corrected by reported usage)."""
+    concurrency: int | None = Field(default=None, ge=1)
+    """Requests in flight at once; defaults to the provider's own default."""
+    burst_s: float = Field(default=1.0, gt=0)
+    """Seconds of allowance the token buckets hold, so short bursts can go at once."""
+
+
+class RetryConfig(StrictModel):
+    attempts: int = Field(default=6, ge=1)
+    """Calls per request at most, the first included."""
+    max_wait_s: float = Field(default=120.0, ge=0)
+    """Longest wait between two attempts."""
+    base_wait_s: float = Field(default=1.0, ge=0)
+    """First backoff step; waits grow as base * 2^n with full jitter, or follow Retry-After."""
+    timeout_s: float = Field(default=120.0, gt=0)
+    """Per-request timeout; a timeout is retried."""
+
+
+class CacheConfig(StrictModel):
+    enabled: bool = True
+    """Reuse responses across runs from the shared response cache."""
+    dir: str | None = None
+    """Cache folder; default `$TRIALRUN_CACHE_DIR`, else `$XDG_CACHE_HOME/trialrun`, else `~/.cache/trialrun`."""
+
+
+class MockConfig(StrictModel):
+    latency_s: float = Field(default=0.0, ge=0)
+    """Mean latency of each mock call."""
+    jitter_s: float = Field(default=0.0, ge=0)
+    """Uniform jitter added to the latency."""
+    errors: dict[Literal["rate_limit", "server", "overloaded", "timeout"], float] = Field(
+        default_factory=dict
+    )
+    """Probability of each injected fault per call: 429 with Retry-After, 500, 529, or a hang."""
+    retry_after_s: float = Field(default=0.05, ge=0)
+    """Retry-After sent with injected 429s."""
+    concurrency: int = Field(default=256, ge=1)
+    """Default concurrency of mock models when `limits` names none."""
+
+
+class OutputConfig(StrictModel):
+    dir: str = "runs"
+    """Folder that holds run folders; relative to the current directory."""
+
+
+class Experiment(StrictModel):
+    name: str = Field(pattern=NAME_PATTERN)
+    """Experiment name; it names run folders and enters trial ids."""
+    seed: int = 0
+    """Experiment seed; each trial's seed derives from it and the trial id."""
+    dataset: DatasetConfig
+    """Where the items come from."""
+    models: list[ModelConfig] = Field(min_length=1)
+    """Models to run, each as `provider/model-id`."""
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    """Cartesian grid; sampling params (temperature, top_p, max_tokens, ...) reach the request, every value reaches templates."""
+    repeats: int = Field(default=1, ge=1)
+    """Repeats of each item × cell; each repeat is its own trial with its own seed."""
+    messages: list[MessageTemplate] = Field(min_length=1)
+    """The first turn's messages (Jinja templates)."""
+    followups: list[str] = Field(default_factory=list)
+    """One user message template per extra turn; turn k+1 sees the answers of turns 1..k."""
+    params: dict[str, Any] = Field(default_factory=lambda: {"max_tokens": 512})
+    """Sampling params sent to every model."""
+    mode: Literal["realtime"] = "realtime"
+    """How trials run: `realtime` (batch mode is planned)."""
+    limits: dict[str, LimitConfig] = Field(default_factory=dict)
+    """Rate limits per provider name (`openai`, `anthropic`, `mock`, ...), shared by every experiment in the process."""
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    """Retries, backoff and timeouts."""
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    """The shared response cache."""
+    mock: MockConfig = Field(default_factory=MockConfig)
+    """Behaviour of the offline `mock` provider (latency, injected faults)."""
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    """Where run folders go."""
+
+    @field_validator("grid")
+    @classmethod
+    def _grid_names(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in grid.items():
+            if key in RESERVED_TEMPLATE_NAMES:
+                raise ValueError(f"grid key '{key}' is reserved; choose another name")
+            if not values:
+                raise ValueError(f"grid key '{key}' has no values")
+        return grid
+
+    @model_validator(mode="after")
+    def _unique_labels(self) -> Experiment:
+        seen: set[str] = set()
+        for entry in self.models:
+            if entry.label in seen:
+                raise ValueError(
+                    f"model '{entry.label}' appears twice; give each entry a distinct 'name'"
+                )
+            seen.add(entry.label)
+        return self
+
+    def turn_count(self) -> int:
+        return 1 + len(self.followups)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a config file safely (no Python object tags) into a dict."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}:{where}: YAML syntax error: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
+    return data
+
+
+def validate(raw: dict[str, Any], source: str) -> Experiment:
+    """Validate a raw config dict; errors become one ConfigError line naming the key."""
+    for key, what in PLANNED_KEYS.items():
+        if key in raw:
+            raise ConfigError(
+                f"{source}: key '{key}' ({what}) is planned but not in this version of "
+                "trialrun yet; remove it"
+            )
+    if raw.get("mode") == "batch":
+        raise ConfigError(f"{source}: key 'mode': batch mode is planned; use mode: realtime")
+    try:
+        return Experiment.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_describe(exc.errors()[0])}") from None
+
+
+def _describe(error: Any) -> str:
+    loc = [str(part) for part in error["loc"]]
+    key = ".".join(loc) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        hint = _did_you_mean(loc[-1], _known_keys(loc[:-1]))
+        return f"unknown key '{key}'{hint}"
+    if error["type"] == "missing":
+        return f"key '{key}' is required"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    got = error.get("input")
+    shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+    return f"key '{key}': {message}{shown}"
+
+
+def _did_you_mean(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(options)})"
+
+
+# ---------------------------------------------------------------- schema walking
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Strip Optional/Annotated so the walker sees the container or model type."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _unwrap(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        return _unwrap(args[0]) if len(args) == 1 else annotation
+    return annotation
+
+
+def _step(annotation: Any, part: str) -> Any:
+    """The annotation one key deeper, or raise KeyError if `part` cannot be there."""
+    annotation = _unwrap(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        if part not in annotation.model_fields:
+            raise KeyError(part)
+        return annotation.model_fields[part].annotation
+    origin = get_origin(annotation)
+    if origin is dict:
+        return get_args(annotation)[1] if get_args(annotation) else Any
+    if origin is list:
+        if not part.lstrip("-").isdigit():
+            raise KeyError(part)
+        return get_args(annotation)[0] if get_args(annotation) else Any
+    if annotation is Any:
+        return Any
+    raise KeyError(part)
+
+
+def _known_keys(path: list[str]) -> list[str]:
+    annotation: Any = Experiment
+    try:
+        for part in path:
+            annotation = _step(annotation, part)
+    except KeyError:
+        return []
+    annotation = _unwrap(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return list(annotation.model_fields)
+    return []
+
+
+# ---------------------------------------------------------------- overrides
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`grid.temperature=[0,0.5]` → (['grid', 'temperature'], [0, 0.5]); values are YAML."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override '{text}': expected KEY=VALUE, e.g. repeats=3")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip().split("."), parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply dotted KEY=VALUE overrides to a raw config; unknown keys are an error."""
+    result = copy.deepcopy(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        _check_path(path, text)
+        _set_path(result, path, value, text)
+    return result
+
+
+def _check_path(path: list[str], text: str) -> None:
+    annotation: Any = Experiment
+    for depth, part in enumerate(path):
+        try:
+            annotation = _step(annotation, part)
+        except KeyError:
+            key = ".".join(path[: depth + 1])
+            hint = _did_you_mean(part, _known_keys(path[:depth]))
+            raise ConfigError(f"override '{text}': unknown key '{key}'{hint}") from None
+
+
+def _set_path(data: dict[str, Any], path: list[str], value: Any, text: str) -> None:
+    node: Any = data
+    for depth, part in enumerate(path[:-1]):
+        nxt = path[depth + 1]
+        if isinstance(node, list):
+            node = _list_slot(node, part, text)
+            continue
+        if not isinstance(node.get(part), dict | list):
+            node[part] = [] if nxt.lstrip("-").isdigit() else {}
+        node = node[part]
+    last = path[-1]
+    if isinstance(node, list):
+        index = int(last)
+        if not -len(node) <= index < len(node):
+            raise ConfigError(f"override '{text}': index {index} is out of range")
+        node[index] = value
+    else:
+        node[last] = value
+
+
+def _list_slot(node: list[Any], part: str, text: str) -> Any:
+    index = int(part)
+    if not -len(node) <= index < len(node):
+        raise ConfigError(f"override '{text}': index {index} is out of range")
+    return node[index]
+
+
+def expand_multirun(overrides: list[str]) -> list[list[str]]:
+    """Hydra-style sweep: each comma-separated override value gives one experiment."""
+    choices: list[list[str]] = []
+    for text in overrides:
+        key, _, value = text.partition("=")
+        parts = _split_top_level(value)
+        choices.append([f"{key}={part}" for part in parts])
+    combos: list[list[str]] = [[]]
+    for options in choices:
+        combos = [[*combo, option] for combo in combos for option in options]
+    return combos
+
+
+def _split_top_level(value: str) -> list[str]:
+    parts, depth, current = [], 0, ""
+    for char in value:
+        if char in "[{(":
+            depth += 1
+        elif char in "]})":
+            depth -= 1
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    return parts
+
+
+# ---------------------------------------------------------------- env references
+
+
+def resolve_env(value: Any, where: str) -> Any:
+    """Replace `${env:NAME}` references at run time; the result is never written anywhere."""
+    if isinstance(value, dict):
+        return {k: resolve_env(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_env(v, f"{where}.{i}") for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def lookup(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise ConfigError(f"{where}: environment variable {name} is not set; export it first")
+        return os.environ[name]
+
+    return ENV_REF.sub(lookup, value)
+
+
+def env_references(value: Any) -> set[str]:
+    """Names of every `${env:NAME}` inside a raw config value."""
+    if isinstance(value, dict):
+        return set().union(*(env_references(v) for v in value.values())) if value else set()
+    if isinstance(value, list):
+        return set().union(*(env_references(v) for v in value)) if value else set()
+    return set(ENV_REF.findall(value)) if isinstance(value, str) else set()

@@ -1,0 +1,1 @@
+"""Executors: how trials reach providers (real-time now; batch later)."""

@@ -1,0 +1,379 @@
+"""The real-time executor: trials run concurrently on asyncio, turns in order within a trial.
+
+Each (experiment, provider) pair is a lane: a feeder pages pending trials out of the
+store in plan order and a pool of workers runs them, so memory stays flat however
+many trials there are. Limiters and the response cache are shared across every
+experiment in the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from trialrun.config import SAMPLING_PARAMS, Experiment, ModelConfig
+from trialrun.errors import ProviderError, TrialrunError
+from trialrun.executor.cache import ResponseCache, cache_key
+from trialrun.executor.limits import Limiter, estimate_tokens
+from trialrun.executor.retry import backoff_s
+from trialrun.plan import canonical
+from trialrun.providers.base import Provider
+from trialrun.store import PendingTrial, Store, utcnow
+from trialrun.templates import Conversation
+from trialrun.types import Request, Response
+
+FLUSH_ROWS = 2000
+FLUSH_EVERY_S = 0.25
+PAGE = 500
+
+
+class LaneStopped(Exception):
+    """A provider refused our credentials: every trial of its lane stops."""
+
+
+@dataclass
+class ModelRoute:
+    """How one model entry's requests are made."""
+
+    config: ModelConfig
+    provider: Provider
+    provider_name: str
+    """The provider that answers (`mock` under --mock)."""
+    lane: str
+    """The configured provider name: limits and lanes are keyed by it."""
+    base_url: str | None
+    options: dict[str, Any]
+
+
+@dataclass
+class ExperimentRun:
+    """Everything the executor needs to run one run folder's pending trials."""
+
+    run_id: str
+    experiment: Experiment
+    store: Store
+    items: dict[str, dict[str, Any]]
+    conversation: Conversation
+    routes: dict[str, ModelRoute]
+    cache: ResponseCache | None
+    id_field: str
+    on_commit: Callable[[list[tuple[str, str]]], None]
+    reuse_attempts: bool = False
+    stopped_lanes: dict[str, str] = field(default_factory=dict)
+    _last_flush: float = field(default_factory=time.monotonic)
+
+    def flush(self) -> None:
+        committed = self.store.flush()
+        self._last_flush = time.monotonic()
+        if self.cache is not None:
+            try:
+                self.cache.flush()
+            except sqlite3.Error as exc:  # the cache is an optimisation; the store is the truth
+                self.store.add_event("cache_error", str(exc))
+        if committed:
+            self.on_commit(committed)
+
+    def maybe_flush(self) -> None:
+        if self.store.buffered() >= FLUSH_ROWS:
+            self.flush()
+
+
+class Limiters:
+    """One limiter per provider name, created on first use and shared by all experiments."""
+
+    def __init__(self) -> None:
+        self._by_lane: dict[str, Limiter] = {}
+
+    def get(self, lane: str, run: ExperimentRun, default_concurrency: int) -> Limiter:
+        if lane not in self._by_lane:
+            self._by_lane[lane] = Limiter(run.experiment.limits.get(lane), default_concurrency)
+        return self._by_lane[lane]
+
+
+async def execute(runs: list[ExperimentRun], stop: asyncio.Event) -> None:
+    """Run every pending trial of every run; returns when all are finished or `stop` is set."""
+    limiters = Limiters()
+    lanes = []
+    for run in runs:
+        for lane in run.store.lanes():
+            route = next(r for r in run.routes.values() if r.lane == lane)
+            limiter = limiters.get(lane, run, route.provider.max_concurrency())
+            lanes.append(_run_lane(run, lane, limiter, stop))
+    flusher = asyncio.create_task(_flush_periodically(runs))
+    try:
+        await asyncio.gather(*lanes)
+    finally:
+        flusher.cancel()
+        for run in runs:
+            run.flush()
+
+
+async def _flush_periodically(runs: list[ExperimentRun]) -> None:
+    while True:
+        await asyncio.sleep(FLUSH_EVERY_S)
+        for run in runs:
+            if time.monotonic() - run._last_flush >= FLUSH_EVERY_S:
+                run.flush()
+
+
+async def _run_lane(run: ExperimentRun, lane: str, limiter: Limiter, stop: asyncio.Event) -> None:
+    workers = limiter.concurrency
+    queue: asyncio.Queue[PendingTrial | None] = asyncio.Queue(maxsize=workers * 2)
+
+    async def feed() -> None:
+        after = -1
+        while not stop.is_set() and lane not in run.stopped_lanes:
+            page = run.store.claim_pending(lane, after, PAGE)
+            if not page:
+                break
+            for trial in page:
+                await queue.put(trial)
+            after = page[-1].seq
+        for _ in range(workers):
+            await queue.put(None)
+
+    async def work() -> None:
+        rng = random.Random()
+        while (trial := await queue.get()) is not None:
+            if lane in run.stopped_lanes or stop.is_set():
+                continue
+            await _run_trial(run, trial, limiter, rng)
+            run.maybe_flush()
+
+    await asyncio.gather(feed(), *(work() for _ in range(workers)))
+
+
+# ------------------------------------------------------------------ one trial
+
+
+async def _run_trial(
+    run: ExperimentRun, trial: PendingTrial, limiter: Limiter, rng: random.Random
+) -> None:
+    route = run.routes[trial.model]
+    experiment = run.experiment
+    item = run.items[trial.item_id]
+    params = _params(experiment, route.config, trial)
+    context: dict[str, Any] = {
+        "item": item,
+        "grid": trial.grid,
+        **trial.grid,
+        "model": trial.model,
+        "repeat": trial.repeat,
+        "seed": trial.seed,
+        "turn": 1,
+        "turns": [],
+    }
+    started_at, clock = utcnow(), time.perf_counter()
+    turns: list[dict[str, Any]] = []
+    error: str | None = None
+    try:
+        messages = run.conversation.first_messages(context)
+        for turn in range(experiment.turn_count()):
+            if turn:
+                context["turn"], context["turns"] = turn + 1, _history(messages, turns)
+                messages = [*messages, run.conversation.followup(turn - 1, context)]
+            response, error = await _call(run, route, trial, turn, messages, params, limiter, rng)
+            if response is None:
+                break
+            turns.append(response.to_json())
+            messages = [*messages, {"role": "assistant", "content": response.text}]
+    except LaneStopped:
+        return
+    except TrialrunError as exc:
+        error = str(exc)
+    _commit(run, trial, item, params, turns, error, started_at, clock)
+
+
+def _params(experiment: Experiment, config: ModelConfig, trial: PendingTrial) -> dict[str, Any]:
+    grid_params = {k: v for k, v in trial.grid.items() if k in SAMPLING_PARAMS}
+    return {**experiment.params, **config.params, **grid_params, "seed": trial.seed}
+
+
+def _history(messages: list[dict[str, str]], turns: list[dict[str, Any]]) -> list[dict[str, str]]:
+    users = [m["content"] for m in messages if m["role"] == "user"]
+    return [{"user": u, "response": t["response"]} for u, t in zip(users, turns, strict=False)]
+
+
+async def _call(
+    run: ExperimentRun,
+    route: ModelRoute,
+    trial: PendingTrial,
+    turn: int,
+    messages: list[dict[str, str]],
+    params: dict[str, Any],
+    limiter: Limiter,
+    rng: random.Random,
+) -> tuple[Response | None, str | None]:
+    """One request with cache, limits and retries: (response, None) or (None, error)."""
+    model_id = route.config.model_id
+    key = cache_key(
+        route.provider_name, model_id, route.base_url, messages, params, trial.repeat, turn
+    )
+    request_json = canonical({"model": model_id, "messages": messages, "params": params})
+    cached = _lookup(run, key)
+    if cached is not None:
+        response = Response.from_json(json.loads(cached))
+        response.cache_hit, response.attempts, response.latency_s, response.cost_usd = (
+            True,
+            0,
+            0.0,
+            0.0,
+        )
+        _log_attempt(run, trial, turn, 0, key, request_json, response, None, None, utcnow())
+        return response, None
+    request = Request(model_id, messages, params, route.base_url, route.options)
+    retry = run.experiment.retry
+    estimate = estimate_tokens(messages, params.get("max_tokens"))
+    for attempt in range(1, retry.attempts + 1):
+        started_at, clock = utcnow(), time.perf_counter()
+        try:
+            async with limiter.slot(estimate):
+                clock = time.perf_counter()
+                response = await asyncio.wait_for(route.provider.generate(request), retry.timeout_s)
+        except Exception as exc:  # classified below; unknown ones become final trial errors
+            kind, retry_after = route.provider.classify_error(exc)
+            message = _describe(exc)
+            _log_attempt(
+                run,
+                trial,
+                turn,
+                attempt,
+                key,
+                request_json,
+                None,
+                message,
+                kind,
+                started_at,
+                time.perf_counter() - clock,
+            )
+            if kind == "auth":
+                _stop_lane(run, route, message)
+            if kind != "retryable":
+                return None, f"turn {turn + 1}: {message}"
+            if attempt == retry.attempts:
+                return None, f"turn {turn + 1}: {message} (gave up after {attempt} attempts)"
+            if retry_after is not None:
+                limiter.cool_down(retry_after)
+            await asyncio.sleep(
+                backoff_s(attempt, retry.base_wait_s, retry.max_wait_s, retry_after, rng)
+            )
+            continue
+        response.latency_s, response.attempts = time.perf_counter() - clock, attempt
+        limiter.settle(estimate, response.usage.total)
+        _log_attempt(run, trial, turn, attempt, key, request_json, response, None, None, started_at)
+        if run.cache is not None:
+            run.cache.put(key, canonical(response.to_json()))
+        return response, None
+    raise AssertionError("unreachable: the loop returns on its last attempt")
+
+
+def _lookup(run: ExperimentRun, key: str) -> str | None:
+    if run.reuse_attempts:
+        stored = run.store.stored_response(key)
+        if stored is not None:
+            return stored
+    return run.cache.get(key) if run.cache is not None else None
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "request timed out"
+    return str(exc) or type(exc).__name__
+
+
+def _stop_lane(run: ExperimentRun, route: ModelRoute, message: str) -> None:
+    if route.lane not in run.stopped_lanes:
+        run.stopped_lanes[route.lane] = message
+        run.store.add_event("lane_stopped", f"{route.lane}: {message}")
+    raise LaneStopped(route.lane)
+
+
+def _log_attempt(
+    run: ExperimentRun,
+    trial: PendingTrial,
+    turn: int,
+    attempt: int,
+    key: str,
+    request_json: str,
+    response: Response | None,
+    error: str | None,
+    error_kind: str | None,
+    started_at: str,
+    latency_s: float | None = None,
+) -> None:
+    run.store.add_attempt(
+        trial.trial_id,
+        turn,
+        attempt,
+        key,
+        request_json,
+        canonical(response.to_json()) if response else None,
+        error,
+        error_kind,
+        response.latency_s if response else latency_s,
+        response.usage.input if response else None,
+        response.usage.output if response else None,
+        response.cost_usd if response else None,
+        bool(response and response.cache_hit),
+        started_at,
+    )
+
+
+def _commit(
+    run: ExperimentRun,
+    trial: PendingTrial,
+    item: dict[str, Any],
+    params: dict[str, Any],
+    turns: list[dict[str, Any]],
+    error: str | None,
+    started_at: str,
+    clock: float,
+) -> None:
+    finished_at = utcnow()
+    status = "failed" if error else "done"
+    costs = [t["cost_usd"] for t in turns]
+    cost = None if any(c is None for c in costs) else sum(costs)
+    record = {
+        "run_id": run.run_id,
+        "trial_id": trial.trial_id,
+        "item_id": trial.item_id,
+        "item": {k: v for k, v in item.items() if k != run.id_field},
+        "model": trial.model,
+        "grid": trial.grid,
+        "repeat": trial.repeat,
+        "seed": trial.seed,
+        "status": status,
+        "turns": turns,
+        "params": params,
+        "output": None,
+        "judge": None,
+        "judge_error": None,
+        "error": error,
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "elapsed_s": round(time.perf_counter() - clock, 6),
+        "retries": sum(max(t["attempts"] - 1, 0) for t in turns),
+    }
+    tokens = sum(t["usage"]["total"] for t in turns)
+    latency = sum(t["latency_s"] for t in turns)
+    run.store.add_record(
+        trial.trial_id,
+        trial.seq,
+        status,
+        trial.model,
+        canonical(trial.grid),
+        tokens,
+        latency,
+        cost,
+        finished_at,
+        json.dumps(record, ensure_ascii=False),
+    )
+
+
+__all__ = ["ExperimentRun", "LaneStopped", "ModelRoute", "ProviderError", "execute"]

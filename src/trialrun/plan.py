@@ -1,0 +1,102 @@
+"""Experiment → trials: stable ids, per-trial seeds, repeats, shards."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from trialrun.config import Experiment
+from trialrun.errors import UsageError
+
+
+def canonical(value: Any) -> str:
+    """Canonical JSON: sorted keys, no spaces, UTF-8 kept; the input of every content hash."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def content_hash(value: Any) -> str:
+    return hashlib.sha256(canonical(value).encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Trial:
+    seq: int
+    trial_id: str
+    item_id: str
+    model: str
+    """The model entry's label (its `name`, else `provider/model-id`)."""
+    grid: dict[str, Any]
+    repeat: int
+    seed: int
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        left, sep, right = text.partition("/")
+        try:
+            index, count = int(left), int(right)
+        except ValueError:
+            index, count = -1, 0
+        if not sep or count < 1 or not 0 <= index < count:
+            raise UsageError(f"--shard '{text}': expected I/N with 0 <= I < N, e.g. 0/4")
+        return cls(index, count)
+
+    def holds(self, trial_id: str) -> bool:
+        return int(trial_id[2:], 16) % self.count == self.index
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def trial_id(name: str, model: str, item_id: str, grid: dict[str, Any], repeat: int) -> str:
+    digest = hashlib.sha256(canonical([name, model, item_id, grid, repeat]).encode()).hexdigest()
+    return "t_" + digest[:16]
+
+
+def trial_seed(experiment_seed: int, tid: str) -> int:
+    digest = hashlib.sha256(f"{experiment_seed}:{tid}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def cells(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every point of the grid, in config order."""
+    keys = list(grid)
+    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*grid.values())]
+
+
+def count_trials(experiment: Experiment, n_items: int) -> int:
+    return n_items * len(experiment.models) * len(cells(experiment.grid)) * experiment.repeats
+
+
+def expand(
+    experiment: Experiment,
+    item_ids: list[str],
+    shard: Shard | None = None,
+    limit: int | None = None,
+) -> Iterator[Trial]:
+    """Yield the trials in a fixed order: item, then model, then grid cell, then repeat."""
+    grid_cells = cells(experiment.grid)
+    labels = [m.label for m in experiment.models]
+    seq = 0
+    for item_id in item_ids:
+        for label in labels:
+            for cell in grid_cells:
+                for repeat in range(experiment.repeats):
+                    tid = trial_id(experiment.name, label, item_id, cell, repeat)
+                    if shard is not None and not shard.holds(tid):
+                        continue
+                    if limit is not None and seq >= limit:
+                        return
+                    yield Trial(
+                        seq, tid, item_id, label, cell, repeat, trial_seed(experiment.seed, tid)
+                    )
+                    seq += 1

@@ -1,0 +1,447 @@
+"""The run's SQLite database (WAL): the only module that writes it, and the home of all SQL.
+
+A trial is `done` only in the same transaction that commits its record. Writes are
+grouped: callers add rows to an in-memory buffer and `flush()` commits them in one
+transaction, so commits do not cap throughput and nothing is reported done before
+it is durable.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from trialrun.errors import StoreError
+from trialrun.plan import Trial, canonical
+
+DB_NAME = "trialrun.db"
+STATES = ("pending", "running", "done", "failed")
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "m001_initial",
+        """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE items (item_id TEXT PRIMARY KEY, data TEXT NOT NULL);
+        CREATE TABLE trials (
+            seq INTEGER PRIMARY KEY,
+            trial_id TEXT NOT NULL UNIQUE,
+            item_id TEXT NOT NULL REFERENCES items(item_id),
+            model TEXT NOT NULL,
+            lane TEXT NOT NULL,
+            grid TEXT NOT NULL,
+            repeat INTEGER NOT NULL,
+            seed INTEGER NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending',
+            updated_at TEXT
+        );
+        CREATE INDEX trials_by_lane_state ON trials (lane, state, seq);
+        CREATE TABLE attempts (
+            id INTEGER PRIMARY KEY,
+            trial_id TEXT NOT NULL,
+            turn INTEGER NOT NULL,
+            attempt INTEGER NOT NULL,
+            cache_key TEXT,
+            request TEXT NOT NULL,
+            response TEXT,
+            error TEXT,
+            error_kind TEXT,
+            latency_s REAL,
+            input_tokens INTEGER,
+            output_tokens INTEGER,
+            cost_usd REAL,
+            cache_hit INTEGER NOT NULL DEFAULT 0,
+            started_at TEXT NOT NULL
+        );
+        CREATE INDEX attempts_by_trial ON attempts (trial_id, turn);
+        CREATE INDEX attempts_by_key ON attempts (cache_key) WHERE response IS NOT NULL;
+        CREATE TABLE records (
+            trial_id TEXT PRIMARY KEY,
+            seq INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            model TEXT NOT NULL,
+            grid TEXT NOT NULL,
+            tokens INTEGER NOT NULL,
+            latency_s REAL NOT NULL,
+            cost_usd REAL,
+            finished_at TEXT NOT NULL,
+            record TEXT NOT NULL
+        );
+        CREATE INDEX records_by_seq ON records (seq);
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            at TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            detail TEXT NOT NULL
+        );
+        """,
+    ),
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+    else:
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode survives any process crash (kill -9); only an OS crash
+        # or power loss can drop the last commits, never corrupt the database.
+        conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=10000")
+    return conn
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Apply missing migrations in order, each in its own transaction; refuse newer schemas."""
+    conn.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT)")
+    applied = {row[0] for row in conn.execute("SELECT name FROM migrations")}
+    known = {name for name, _ in MIGRATIONS}
+    unknown = applied - known
+    if unknown:
+        raise StoreError(
+            f"{path}: written by a newer trialrun (schema {len(applied)}, this one knows "
+            f"{SCHEMA_VERSION}: {sorted(unknown)[0]}); upgrade trialrun to open it"
+        )
+    for name, sql in MIGRATIONS:
+        if name in applied:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in sql.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("INSERT INTO migrations VALUES (?, ?)", (name, utcnow()))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
+@dataclass(slots=True)
+class PendingTrial:
+    """A trial row as the executor needs it."""
+
+    seq: int
+    trial_id: str
+    item_id: str
+    model: str
+    grid: dict[str, Any]
+    repeat: int
+    seed: int
+
+
+@dataclass
+class _Buffer:
+    attempts: list[tuple[Any, ...]] = field(default_factory=list)
+    records: list[tuple[Any, ...]] = field(default_factory=list)
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.attempts) + len(self.records) + len(self.events)
+
+
+class Store:
+    """One run's database. Writers buffer rows and `flush()` commits them together."""
+
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        self.path = path
+        self.readonly = readonly
+        if not path.exists():
+            raise StoreError(f"{path}: no trialrun database here")
+        try:
+            self.conn = connect(path, readonly=readonly)
+            if readonly:
+                self._check_version()
+            else:
+                migrate(self.conn, path)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{path}: not a usable trialrun database ({exc})") from None
+        self._buffer = _Buffer()
+
+    @classmethod
+    def create(cls, path: Path) -> Store:
+        connect(path).close()
+        return cls(path)
+
+    def _check_version(self) -> None:
+        applied = {row[0] for row in self.conn.execute("SELECT name FROM migrations")}
+        if applied - {name for name, _ in MIGRATIONS}:
+            raise StoreError(
+                f"{self.path}: written by a newer trialrun; upgrade trialrun to open it"
+            )
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # ------------------------------------------------------------ plan
+
+    def set_meta(self, values: dict[str, Any]) -> None:
+        rows = [(k, canonical(v)) for k, v in values.items()]
+        with self._transaction():
+            self.conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", rows)
+
+    def meta(self) -> dict[str, Any]:
+        import json
+
+        return {k: json.loads(v) for k, v in self.conn.execute("SELECT key, value FROM meta")}
+
+    def add_items(self, items: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        rows = ((item_id, canonical(data)) for item_id, data in items)
+        with self._transaction():
+            self.conn.executemany("INSERT INTO items VALUES (?, ?)", rows)
+
+    def items(self) -> dict[str, dict[str, Any]]:
+        import json
+
+        return {k: json.loads(v) for k, v in self.conn.execute("SELECT item_id, data FROM items")}
+
+    def add_trials(self, trials: Iterable[tuple[Trial, str]], chunk: int = 5000) -> int:
+        """Insert (trial, lane) pairs in chunks inside one transaction; returns the count."""
+        count = 0
+        with self._transaction():
+            batch: list[tuple[Any, ...]] = []
+            for trial, lane in trials:
+                batch.append(
+                    (
+                        trial.seq,
+                        trial.trial_id,
+                        trial.item_id,
+                        trial.model,
+                        lane,
+                        canonical(trial.grid),
+                        trial.repeat,
+                        trial.seed,
+                    )
+                )
+                if len(batch) >= chunk:
+                    count += self._insert_trials(batch)
+                    batch = []
+            count += self._insert_trials(batch)
+        return count
+
+    def _insert_trials(self, rows: list[tuple[Any, ...]]) -> int:
+        try:
+            self.conn.executemany(
+                "INSERT INTO trials (seq, trial_id, item_id, model, lane, grid, repeat, seed) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        except sqlite3.IntegrityError as exc:
+            raise StoreError(f"{self.path}: two trials share an id ({exc})") from None
+        return len(rows)
+
+    # ------------------------------------------------------------ scheduling
+
+    def lanes(self) -> list[str]:
+        return [
+            row[0] for row in self.conn.execute("SELECT DISTINCT lane FROM trials ORDER BY lane")
+        ]
+
+    def reset_running(self, *, include_failed: bool = False) -> int:
+        """Make trials left `running` by a stopped process pending again (and failed ones, if asked)."""
+        states = ("running", "failed") if include_failed else ("running",)
+        marks = ",".join("?" * len(states))
+        with self._transaction():
+            cur = self.conn.execute(
+                f"UPDATE trials SET state='pending', updated_at=? WHERE state IN ({marks})",
+                (utcnow(), *states),
+            )
+            if include_failed:
+                self.conn.execute("DELETE FROM records WHERE status='failed'")
+        return cur.rowcount
+
+    def claim_pending(self, lane: str, after_seq: int, limit: int) -> list[PendingTrial]:
+        """The next pending trials of a lane in plan order, marked `running`."""
+        import json
+
+        rows = self.conn.execute(
+            "SELECT seq, trial_id, item_id, model, grid, repeat, seed FROM trials "
+            "WHERE lane=? AND state='pending' AND seq>? ORDER BY seq LIMIT ?",
+            (lane, after_seq, limit),
+        ).fetchall()
+        if rows:
+            with self._transaction():
+                self.conn.executemany(
+                    "UPDATE trials SET state='running', updated_at=? WHERE seq=?",
+                    [(utcnow(), row[0]) for row in rows],
+                )
+        return [PendingTrial(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows]
+
+    # ------------------------------------------------------------ buffered writes
+
+    def add_attempt(
+        self,
+        trial_id: str,
+        turn: int,
+        attempt: int,
+        cache_key: str | None,
+        request: str,
+        response: str | None,
+        error: str | None,
+        error_kind: str | None,
+        latency_s: float | None,
+        input_tokens: int | None,
+        output_tokens: int | None,
+        cost_usd: float | None,
+        cache_hit: bool,
+        started_at: str,
+    ) -> None:
+        self._buffer.attempts.append(
+            (
+                trial_id,
+                turn,
+                attempt,
+                cache_key,
+                request,
+                response,
+                error,
+                error_kind,
+                latency_s,
+                input_tokens,
+                output_tokens,
+                cost_usd,
+                int(cache_hit),
+                started_at,
+            )
+        )
+
+    def add_record(
+        self,
+        trial_id: str,
+        seq: int,
+        status: str,
+        model: str,
+        grid: str,
+        tokens: int,
+        latency_s: float,
+        cost_usd: float | None,
+        finished_at: str,
+        record: str,
+    ) -> None:
+        self._buffer.records.append(
+            (trial_id, seq, status, model, grid, tokens, latency_s, cost_usd, finished_at, record)
+        )
+
+    def add_event(self, kind: str, detail: str) -> None:
+        self._buffer.events.append((utcnow(), kind, detail))
+
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def flush(self) -> list[tuple[str, str]]:
+        """Commit everything buffered in one transaction; returns the (status, record) committed."""
+        buffer, self._buffer = self._buffer, _Buffer()
+        if not len(buffer):
+            return []
+        now = utcnow()
+        with self._transaction():
+            self.conn.executemany(
+                "INSERT INTO attempts (trial_id, turn, attempt, cache_key, request, response, "
+                "error, error_kind, latency_s, input_tokens, output_tokens, cost_usd, cache_hit, "
+                "started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                buffer.attempts,
+            )
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                buffer.records,
+            )
+            self.conn.executemany(
+                "UPDATE trials SET state=?, updated_at=? WHERE trial_id=?",
+                [(row[2], now, row[0]) for row in buffer.records],
+            )
+            self.conn.executemany(
+                "INSERT INTO events (at, kind, detail) VALUES (?, ?, ?)", buffer.events
+            )
+        return [(row[2], row[-1]) for row in buffer.records]
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self.conn)
+
+    # ------------------------------------------------------------ reading
+
+    def stored_response(self, cache_key: str) -> str | None:
+        """A response this run already committed for the same request (used after a crash)."""
+        row = self.conn.execute(
+            "SELECT response FROM attempts WHERE cache_key=? AND response IS NOT NULL LIMIT 1",
+            (cache_key,),
+        ).fetchone()
+        return row[0] if row else None
+
+    def has_attempts(self) -> bool:
+        return self.conn.execute("SELECT 1 FROM attempts LIMIT 1").fetchone() is not None
+
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(STATES, 0)
+        for state, n in self.conn.execute("SELECT state, COUNT(*) FROM trials GROUP BY state"):
+            counts[state] = n
+        return counts
+
+    def records(self) -> Iterator[str]:
+        """Every committed record's JSON, in plan order, streamed."""
+        cursor = self.conn.execute("SELECT record FROM records ORDER BY seq")
+        while rows := cursor.fetchmany(1000):
+            yield from (row[0] for row in rows)
+
+    def spend(self) -> dict[str, Any]:
+        row = self.conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), "
+            "SUM(cost_usd), COALESCE(SUM(cache_hit), 0) FROM attempts WHERE response IS NOT NULL"
+        ).fetchone()
+        return {
+            "calls": row[0],
+            "input_tokens": row[1],
+            "output_tokens": row[2],
+            "cost_usd": row[3],
+            "cache_hits": row[4],
+        }
+
+    def recent_rate(self, window_s: float = 60.0) -> float:
+        """Trials finished per second over the last window (for ETAs)."""
+        since = datetime.fromtimestamp(time.time() - window_s, UTC)
+        stamp = since.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        row = self.conn.execute(
+            "SELECT COUNT(*) FROM records WHERE finished_at >= ?", (stamp,)
+        ).fetchone()
+        return float(row[0]) / window_s
+
+    def summary(self) -> list[dict[str, Any]]:
+        """Per model and grid cell: done, failed, tokens, mean latency, cost."""
+        rows = self.conn.execute(
+            "SELECT model, grid, SUM(status='done'), SUM(status='failed'), SUM(tokens), "
+            "AVG(CASE WHEN status='done' THEN latency_s END), SUM(cost_usd) "
+            "FROM records GROUP BY model, grid ORDER BY MIN(seq)"
+        ).fetchall()
+        keys = ("model", "grid", "done", "failed", "tokens", "mean_latency_s", "cost_usd")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def events(self, limit: int = 20) -> list[tuple[str, str, str]]:
+        rows = self.conn.execute(
+            "SELECT at, kind, detail FROM events ORDER BY id DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return [tuple(r) for r in reversed(rows)]
+
+    def integrity_ok(self) -> bool:
+        result: str = self.conn.execute("PRAGMA integrity_check").fetchone()[0]
+        return result == "ok"
+
+
+class _Transaction:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")

@@ -1,0 +1,106 @@
+"""Sandboxed Jinja templates for messages and follow-ups, checked before anything runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
+from jinja2.exceptions import SecurityError, UndefinedError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from trialrun.config import RESERVED_TEMPLATE_NAMES, Experiment
+from trialrun.errors import ConfigError, TrialrunError
+
+_ENV = ImmutableSandboxedEnvironment(
+    undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
+)
+
+
+class Template:
+    """One compiled message template that knows which item fields it reads."""
+
+    def __init__(self, source: str, where: str) -> None:
+        self.source = source
+        self.where = where
+        try:
+            ast = _ENV.parse(source)
+            self._compiled = _ENV.from_string(source)
+        except TemplateSyntaxError as exc:
+            raise ConfigError(
+                f"{where}: template syntax error, line {exc.lineno}: {exc.message}"
+            ) from None
+        self.names = _top_level_names(ast)
+        self.item_fields = _item_fields(ast)
+        self.static = not self.names
+
+    def render(self, context: dict[str, Any]) -> str:
+        if self.static:
+            return self.source
+        try:
+            return self._compiled.render(context)
+        except (UndefinedError, SecurityError, TypeError, ValueError) as exc:
+            raise TrialrunError(f"{self.where}: cannot render template: {exc}") from None
+
+
+def _top_level_names(ast: nodes.Template) -> set[str]:
+    from jinja2 import meta
+
+    return set(meta.find_undeclared_variables(ast))
+
+
+def _item_fields(ast: nodes.Template) -> set[str]:
+    fields: set[str] = set()
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        target = getattr(node, "node", None)
+        if not (isinstance(target, nodes.Name) and target.name == "item"):
+            continue
+        if isinstance(node, nodes.Getattr):
+            fields.add(node.attr)
+        elif isinstance(node, nodes.Getitem):
+            arg = node.arg
+            if isinstance(arg, nodes.Const) and isinstance(arg.value, str):
+                fields.add(arg.value)
+    return fields
+
+
+class Conversation:
+    """All templates of an experiment: the first turn's messages, then one per follow-up."""
+
+    def __init__(self, experiment: Experiment, source: str) -> None:
+        self.first = [
+            (m.role, Template(m.content, f"{source}: messages[{i}].content"))
+            for i, m in enumerate(experiment.messages)
+        ]
+        self.followups = [
+            Template(text, f"{source}: followups[{i}]")
+            for i, text in enumerate(experiment.followups)
+        ]
+        self._allowed = RESERVED_TEMPLATE_NAMES | set(experiment.grid)
+
+    def templates(self) -> list[Template]:
+        return [t for _, t in self.first] + self.followups
+
+    def check(self, items: list[dict[str, Any]]) -> None:
+        """Fail now, with the template named, if any template reads a name or field that is not there."""
+        for template in self.templates():
+            unknown = template.names - self._allowed
+            if unknown:
+                name = sorted(unknown)[0]
+                raise ConfigError(
+                    f"{template.where}: unknown name '{name}' (use item.<field>, grid values by "
+                    f"name, turns, turn, model, repeat, seed)"
+                )
+            for item in items:
+                missing = template.item_fields - item.keys()
+                if missing:
+                    fields = ", ".join(sorted(item))
+                    raise ConfigError(
+                        f"{template.where}: uses item.{sorted(missing)[0]} but an item has no such "
+                        f"field (fields: {fields})"
+                    )
+
+    def first_messages(self, context: dict[str, Any]) -> list[dict[str, str]]:
+        return [{"role": role, "content": t.render(context)} for role, t in self.first]
+
+    def followup(self, index: int, context: dict[str, Any]) -> dict[str, str]:
+        return {"role": "user", "content": self.followups[index].render(context)}

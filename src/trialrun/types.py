@@ -1,0 +1,80 @@
+"""Provider-neutral values that flow between the executor, providers and the store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+JSON = dict[str, Any]
+
+
+@dataclass(slots=True)
+class Request:
+    """One model call, as every provider receives it."""
+
+    model: str
+    """The model's id at its provider (the part after `provider/`)."""
+    messages: list[dict[str, str]]
+    params: dict[str, Any]
+    base_url: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    """Provider-specific settings from the model's config entry (never sent as params)."""
+
+
+@dataclass(slots=True)
+class Usage:
+    input: int = 0
+    output: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.input + self.output
+
+    def to_json(self) -> JSON:
+        return {"input": self.input, "output": self.output, "total": self.total}
+
+
+@dataclass(slots=True)
+class Response:
+    """What a provider answered; the executor fills `latency_s`, `attempts`, `cache_hit`."""
+
+    text: str
+    usage: Usage = field(default_factory=Usage)
+    finish_reason: str | None = None
+    logprobs: list[JSON] | None = None
+    request_id: str | None = None
+    served_model: str | None = None
+    cost_usd: float | None = None
+    latency_s: float = 0.0
+    attempts: int = 1
+    cache_hit: bool = False
+
+    def to_json(self) -> JSON:
+        return {
+            "response": self.text,
+            "usage": self.usage.to_json(),
+            "logprobs": self.logprobs,
+            "finish_reason": self.finish_reason,
+            "latency_s": round(self.latency_s, 6),
+            "attempts": self.attempts,
+            "cache_hit": self.cache_hit,
+            "cost_usd": self.cost_usd,
+            "request_id": self.request_id,
+            "served_model": self.served_model,
+        }
+
+    @classmethod
+    def from_json(cls, data: JSON) -> Response:
+        usage = data.get("usage") or {}
+        return cls(
+            text=data["response"],
+            usage=Usage(int(usage.get("input", 0)), int(usage.get("output", 0))),
+            finish_reason=data.get("finish_reason"),
+            logprobs=data.get("logprobs"),
+            request_id=data.get("request_id"),
+            served_model=data.get("served_model"),
+            cost_usd=data.get("cost_usd"),
+            latency_s=float(data.get("latency_s", 0.0)),
+            attempts=int(data.get("attempts", 1)),
+            cache_hit=bool(data.get("cache_hit", False)),
+        )
