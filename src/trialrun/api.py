@@ -322,8 +322,15 @@ def run(
 
 
 def run_prepared(prepared: Sequence[Prepared], observer: Observer | None = None) -> list[Run]:
-    """Create a run folder for each prepared experiment and run them all in this process."""
-    runs = [create_run(p) for p in prepared]
+    """Create a run folder for each prepared experiment and run them all in this process.
+
+    Each `Prepared` is consumed: its items are released once they are in the run's store,
+    so memory does not hold the dataset twice.
+    """
+    runs = []
+    for p in prepared:
+        runs.append(create_run(p))
+        p.items.clear()
     _execute(runs, observer or Observer())
     return runs
 
@@ -387,7 +394,6 @@ def _open_for_execution(
         run_id=meta["run_id"],
         experiment=experiment,
         store=store,
-        items=store.items(),
         conversation=Conversation(experiment, meta["source"]),
         routes=_routes(experiment, bool(meta["mock"])),
         cache=cache,

@@ -9,17 +9,27 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from trialrun.config import Experiment
 from trialrun.errors import UsageError
 
 
 def canonical(value: Any) -> str:
     """Canonical JSON: sorted keys, no spaces, UTF-8 kept; the input of every content hash."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return canonical_bytes(value).decode()
+
+
+def canonical_bytes(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # integers beyond 64 bits, or types orjson does not know
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return text.encode()
 
 
 def content_hash(value: Any) -> str:
-    return hashlib.sha256(canonical(value).encode()).hexdigest()
+    return hashlib.sha256(canonical_bytes(value)).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +68,7 @@ class Shard:
 
 
 def trial_id(name: str, model: str, item_id: str, grid: dict[str, Any], repeat: int) -> str:
-    digest = hashlib.sha256(canonical([name, model, item_id, grid, repeat]).encode()).hexdigest()
-    return "t_" + digest[:16]
+    return "t_" + content_hash([name, model, item_id, grid, repeat])[:16]
 
 
 def trial_seed(experiment_seed: int, tid: str) -> int:

@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from trialrun.errors import StoreError
 from trialrun.plan import Trial, canonical
 
@@ -86,7 +88,9 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def utcnow() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """Now, as an ISO 8601 UTC timestamp with milliseconds (2026-11-22T10:15:02.120Z)."""
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
 
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -135,6 +139,7 @@ class PendingTrial:
     seq: int
     trial_id: str
     item_id: str
+    item: dict[str, Any]
     model: str
     grid: dict[str, Any]
     repeat: int
@@ -262,12 +267,11 @@ class Store:
         return cur.rowcount
 
     def claim_pending(self, lane: str, after_seq: int, limit: int) -> list[PendingTrial]:
-        """The next pending trials of a lane in plan order, marked `running`."""
-        import json
-
+        """The next pending trials of a lane in plan order (with their items), marked `running`."""
         rows = self.conn.execute(
-            "SELECT seq, trial_id, item_id, model, grid, repeat, seed FROM trials "
-            "WHERE lane=? AND state='pending' AND seq>? ORDER BY seq LIMIT ?",
+            "SELECT t.seq, t.trial_id, t.item_id, i.data, t.model, t.grid, t.repeat, t.seed "
+            "FROM trials t JOIN items i ON i.item_id = t.item_id "
+            "WHERE t.lane=? AND t.state='pending' AND t.seq>? ORDER BY t.seq LIMIT ?",
             (lane, after_seq, limit),
         ).fetchall()
         if rows:
@@ -276,7 +280,10 @@ class Store:
                     "UPDATE trials SET state='running', updated_at=? WHERE seq=?",
                     [(utcnow(), row[0]) for row in rows],
                 )
-        return [PendingTrial(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows]
+        return [
+            PendingTrial(r[0], r[1], r[2], orjson.loads(r[3]), r[4], orjson.loads(r[5]), r[6], r[7])
+            for r in rows
+        ]
 
     # ------------------------------------------------------------ buffered writes
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
@@ -11,6 +12,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from trialrun.config import RESERVED_TEMPLATE_NAMES, Experiment
 from trialrun.errors import ConfigError, TrialrunError
 
+_PLAIN_FIELD = re.compile(r"\{\{\s*item\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _ENV = ImmutableSandboxedEnvironment(
     undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
 )
@@ -32,10 +34,16 @@ class Template:
         self.names = _top_level_names(ast)
         self.item_fields = _item_fields(ast)
         self.static = not self.names
+        plain = _PLAIN_FIELD.fullmatch(source)
+        self._plain_field = plain.group(1) if plain else None
 
     def render(self, context: dict[str, Any]) -> str:
         if self.static:
             return self.source
+        if self._plain_field is not None:  # `{{ item.prompt }}`: skip Jinja's machinery
+            value = context["item"][self._plain_field]
+            if isinstance(value, str):
+                return value
         try:
             return self._compiled.render(context)
         except (UndefinedError, SecurityError, TypeError, ValueError) as exc:

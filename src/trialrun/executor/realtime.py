@@ -9,13 +9,14 @@ experiment in the process.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from trialrun.config import SAMPLING_PARAMS, Experiment, ModelConfig
 from trialrun.errors import ProviderError, TrialrunError
@@ -58,7 +59,6 @@ class ExperimentRun:
     run_id: str
     experiment: Experiment
     store: Store
-    items: dict[str, dict[str, Any]]
     conversation: Conversation
     routes: dict[str, ModelRoute]
     cache: ResponseCache | None
@@ -157,7 +157,7 @@ async def _run_trial(
 ) -> None:
     route = run.routes[trial.model]
     experiment = run.experiment
-    item = run.items[trial.item_id]
+    item = trial.item
     params = _params(experiment, route.config, trial)
     context: dict[str, Any] = {
         "item": item,
@@ -218,7 +218,7 @@ async def _call(
     request_json = canonical({"model": model_id, "messages": messages, "params": params})
     cached = _lookup(run, key)
     if cached is not None:
-        response = Response.from_json(json.loads(cached))
+        response = Response.from_json(orjson.loads(cached))
         response.cache_hit, response.attempts, response.latency_s, response.cost_usd = (
             True,
             0,
@@ -372,7 +372,7 @@ def _commit(
         latency,
         cost,
         finished_at,
-        json.dumps(record, ensure_ascii=False),
+        orjson.dumps(record).decode(),
     )
 
 
