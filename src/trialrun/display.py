@@ -61,7 +61,7 @@ class ProgressObserver(Observer):
 
 def summary_table(run: Run) -> Table:
     table = Table(title=f"{run.run_id}", title_justify="left")
-    for column in ("model", "cell", "done", "failed", "tokens", "mean latency", "cost"):
+    for column in ("model", "cell", "done", "failed", "tokens", "latency/trial", "cost"):
         table.add_column(column, justify="left" if column in {"model", "cell"} else "right")
     for row in run.summary():
         table.add_row(

@@ -20,7 +20,9 @@ runs_dir_option = click.option(
 
 
 def stdout() -> Console:
-    return Console(highlight=False, soft_wrap=False)
+    """Standard output; when it is not a terminal (a file, a pipe, CI), wide enough not to truncate."""
+    console = Console(highlight=False)
+    return console if console.is_terminal else Console(highlight=False, width=160)
 
 
 def split_args(args: tuple[str, ...]) -> tuple[list[str], list[str]]:

@@ -171,23 +171,28 @@ async def _run_trial(
     }
     started_at, clock = utcnow(), time.perf_counter()
     turns: list[dict[str, Any]] = []
+    history: list[dict[str, str]] = []
     error: str | None = None
+    retries = 0
     try:
         messages = run.conversation.first_messages(context)
         for turn in range(experiment.turn_count()):
             if turn:
-                context["turn"], context["turns"] = turn + 1, _history(messages, turns)
+                context["turn"], context["turns"] = turn + 1, history
                 messages = [*messages, run.conversation.followup(turn - 1, context)]
-            response, error = await _call(run, route, trial, turn, messages, params, limiter, rng)
-            if response is None:
+            outcome = await _call(run, route, trial, turn, messages, params, limiter, rng)
+            retries += max(outcome.attempts - 1, 0)
+            if outcome.response is None:
+                error = outcome.error
                 break
-            turns.append(response.to_json())
-            messages = [*messages, {"role": "assistant", "content": response.text}]
+            turns.append(outcome.response.to_json())
+            history = [*history, {"user": _last_user(messages), "response": outcome.response.text}]
+            messages = [*messages, {"role": "assistant", "content": outcome.response.text}]
     except LaneStopped:
         return
     except TrialrunError as exc:
         error = str(exc)
-    _commit(run, trial, item, params, turns, error, started_at, clock)
+    _commit(run, trial, item, params, turns, error, retries, started_at, clock)
 
 
 def _params(experiment: Experiment, config: ModelConfig, trial: PendingTrial) -> dict[str, Any]:
@@ -195,9 +200,15 @@ def _params(experiment: Experiment, config: ModelConfig, trial: PendingTrial) ->
     return {**experiment.params, **config.params, **grid_params, "seed": trial.seed}
 
 
-def _history(messages: list[dict[str, str]], turns: list[dict[str, Any]]) -> list[dict[str, str]]:
-    users = [m["content"] for m in messages if m["role"] == "user"]
-    return [{"user": u, "response": t["response"]} for u, t in zip(users, turns, strict=False)]
+def _last_user(messages: list[dict[str, str]]) -> str:
+    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+
+
+@dataclass(slots=True)
+class _Outcome:
+    response: Response | None
+    error: str | None
+    attempts: int
 
 
 async def _call(
@@ -209,8 +220,8 @@ async def _call(
     params: dict[str, Any],
     limiter: Limiter,
     rng: random.Random,
-) -> tuple[Response | None, str | None]:
-    """One request with cache, limits and retries: (response, None) or (None, error)."""
+) -> _Outcome:
+    """One request with cache, limits and retries; a cache hit counts zero attempts."""
     model_id = route.config.model_id
     key = cache_key(
         route.provider_name, model_id, route.base_url, messages, params, trial.repeat, turn
@@ -226,7 +237,7 @@ async def _call(
             0.0,
         )
         _log_attempt(run, trial, turn, 0, key, request_json, response, None, None, utcnow())
-        return response, None
+        return _Outcome(response, None, 0)
     request = Request(model_id, messages, params, route.base_url, route.options)
     retry = run.experiment.retry
     estimate = estimate_tokens(messages, params.get("max_tokens"))
@@ -255,9 +266,11 @@ async def _call(
             if kind == "auth":
                 _stop_lane(run, route, message)
             if kind != "retryable":
-                return None, f"turn {turn + 1}: {message}"
+                return _Outcome(None, f"turn {turn + 1}: {message}", attempt)
             if attempt == retry.attempts:
-                return None, f"turn {turn + 1}: {message} (gave up after {attempt} attempts)"
+                return _Outcome(
+                    None, f"turn {turn + 1}: {message} (gave up after {attempt} attempts)", attempt
+                )
             if retry_after is not None:
                 limiter.cool_down(retry_after)
             await asyncio.sleep(
@@ -269,7 +282,7 @@ async def _call(
         _log_attempt(run, trial, turn, attempt, key, request_json, response, None, None, started_at)
         if run.cache is not None:
             run.cache.put(key, canonical(response.to_json()))
-        return response, None
+        return _Outcome(response, None, attempt)
     raise AssertionError("unreachable: the loop returns on its last attempt")
 
 
@@ -332,6 +345,7 @@ def _commit(
     params: dict[str, Any],
     turns: list[dict[str, Any]],
     error: str | None,
+    retries: int,
     started_at: str,
     clock: float,
 ) -> None:
@@ -358,7 +372,7 @@ def _commit(
         "started_at": started_at,
         "finished_at": finished_at,
         "elapsed_s": round(time.perf_counter() - clock, 6),
-        "retries": sum(max(t["attempts"] - 1, 0) for t in turns),
+        "retries": retries,
     }
     tokens = sum(t["usage"]["total"] for t in turns)
     latency = sum(t["latency_s"] for t in turns)

@@ -1,0 +1,40 @@
+"""The README's references are generated from the code, and CI runs the README's test command."""
+
+from __future__ import annotations
+
+import importlib
+
+from conftest import ROOT
+
+import trialrun
+from trialrun.reference import main as reference_main
+
+EXPORTED = {
+    "ConfigError", "DatasetError", "Experiment", "Observer", "Prepared", "ProviderError", "Run",
+    "RunIncomplete", "TrialrunError", "UsageError", "__version__", "list_runs", "load",
+    "load_many", "open_run", "plan_summary", "resume", "run", "run_prepared",
+}
+
+
+def test_readme_reference_sections_match_the_code() -> None:
+    assert reference_main(["--check", str(ROOT / "README.md")]) == 0
+
+
+def test_stale_reference_is_detected(tmp_path) -> None:
+    stale = (ROOT / "README.md").read_text().replace("| `repeats` |", "| `repeat` |")
+    path = tmp_path / "README.md"
+    path.write_text(stale)
+    assert reference_main(["--check", str(path)]) == 1
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    ci = (ROOT / ".ci" / "run").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert "make test" in ci and "make test" in readme and "make demo" in readme
+
+
+def test_public_surface_is_exactly_the_documented_names() -> None:
+    assert set(trialrun.__all__) == EXPORTED
+    module = importlib.import_module("trialrun")
+    for name in trialrun.__all__:
+        assert getattr(module, name) is not None
