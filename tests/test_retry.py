@@ -63,9 +63,7 @@ def test_retry_after_of_zero_means_retry_at_once() -> None:
 def test_same_seed_gives_the_same_waits() -> None:
     def waits(seed: int) -> list[float]:
         rng = random.Random(seed)
-        return [
-            backoff_s(n, 1.0, 60.0, 1.5 if n % 3 == 0 else None, rng) for n in range(1, 12)
-        ]
+        return [backoff_s(n, 1.0, 60.0, 1.5 if n % 3 == 0 else None, rng) for n in range(1, 12)]
 
     assert waits(42) == waits(42)
     assert waits(42) != waits(43)

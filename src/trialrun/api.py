@@ -20,6 +20,7 @@ import yaml
 from trialrun import providers
 from trialrun.config import (
     Experiment,
+    ModelConfig,
     apply_overrides,
     expand_multirun,
     read_yaml,
@@ -88,9 +89,11 @@ def load(
         path = Path(config)
         raw, source, base_dir = read_yaml(path), str(path), path.resolve().parent
     experiment = validate(apply_overrides(raw, list(overrides)), source)
-    if not mock:
-        for index, entry in enumerate(experiment.models):
-            providers.base.check_known(entry.provider, f"{source}: models[{index}].model")
+    for index, entry in enumerate(experiment.models):
+        where = f"{source}: models[{index}]"
+        if not _swapped(entry.provider, mock):
+            providers.base.check_known(entry.provider, f"{where}.model")
+            _resolve_settings(entry, where)  # fail now on an unset ${env:...}; values dropped
     items = load_items(experiment.dataset, base_dir, source)
     conversation = Conversation(experiment, source)
     conversation.check(items)
@@ -149,6 +152,14 @@ class Run:
             return store.meta()
         finally:
             store.close()
+
+    def created_at(self) -> str:
+        """When the run folder was created (ISO 8601 UTC, milliseconds)."""
+        try:
+            manifest_json = json.loads((self.path / "manifest.json").read_text(encoding="utf-8"))
+            return str(manifest_json["created_at"])
+        except (OSError, ValueError, KeyError):
+            return str(self.meta()["created_at"])
 
     def experiment(self) -> Experiment:
         return Experiment.model_validate(self.meta()["experiment"])
@@ -230,7 +241,7 @@ def list_runs(base: Path) -> list[Run]:
     runs = [
         Run(p) for p in base.iterdir() if not p.name.startswith(".") and (p / DB_NAME).is_file()
     ]
-    return sorted(runs, key=lambda r: (r.run_id.rsplit("-", 3)[-3:-1], r.run_id))
+    return sorted(runs, key=lambda r: (r.created_at(), r.run_id))
 
 
 def create_run(prepared: Prepared, runs_dir: Path | None = None) -> Run:
@@ -404,23 +415,40 @@ def _open_for_execution(
     return experiment_run, results
 
 
+def _swapped(provider: str, mock: bool) -> bool:
+    """Whether --mock answers this provider's calls (every API provider; local models stay)."""
+    return mock and provider not in LOCAL_PROVIDERS
+
+
+def _resolve_settings(entry: ModelConfig, where: str) -> dict[str, Any]:
+    """Resolve a model's ${env:...} references (at run time only; never written anywhere)."""
+    return {
+        "api_key": resolve_env(entry.api_key, f"{where}.api_key"),
+        "base_url": resolve_env(entry.base_url, f"{where}.base_url"),
+        "options": resolve_env(entry.options, f"{where}.options"),
+    }
+
+
 def _routes(experiment: Experiment, mock: bool) -> dict[str, ModelRoute]:
     routes = {}
     for index, entry in enumerate(experiment.models):
-        where = f"models[{index}]"
-        name = "mock" if mock and entry.provider not in LOCAL_PROVIDERS else entry.provider
+        name = "mock" if _swapped(entry.provider, mock) else entry.provider
+        settings: dict[str, Any] = (
+            {"api_key": None, "base_url": None, "options": entry.options}  # dry run: no keys
+            if name != entry.provider
+            else _resolve_settings(entry, f"models[{index}]")
+        )
         if name == "mock":
-            settings = experiment.mock.model_dump()
+            provider = providers.create(name, **experiment.mock.model_dump())
         else:
-            settings = {"api_key": resolve_env(entry.api_key, f"{where}.api_key")}
-        base_url = resolve_env(entry.base_url, f"{where}.base_url")
+            provider = providers.create(name, api_key=settings["api_key"])
         routes[entry.label] = ModelRoute(
             config=entry,
-            provider=providers.create(name, **settings),
+            provider=provider,
             provider_name=name,
             lane=entry.provider,
-            base_url=base_url,
-            options=resolve_env(entry.options, f"{where}.options"),
+            base_url=settings["base_url"],
+            options=settings["options"],
         )
     return routes
 

@@ -213,6 +213,30 @@ class Experiment(StrictModel):
             seen.add(entry.label)
         return self
 
+    @model_validator(mode="after")
+    def _limits_name_used_providers(self) -> Experiment:
+        used = sorted({m.provider for m in self.models})
+        for name in self.limits:
+            if name not in used:
+                raise ValueError(
+                    f"limits.{name}: no model uses provider '{name}'{_did_you_mean(name, used)}"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _grid_keys_not_misspelt(self) -> Experiment:
+        templates = " ".join([m.content for m in self.messages] + self.followups)
+        for key in self.grid:
+            if key in SAMPLING_PARAMS or re.search(rf"\b{re.escape(key)}\b", templates):
+                continue
+            close = difflib.get_close_matches(key, sorted(SAMPLING_PARAMS), n=1, cutoff=0.75)
+            if close:
+                raise ValueError(
+                    f"grid.{key} is neither a sampling param nor used by a template "
+                    f"(did you mean '{close[0]}'?)"
+                )
+        return self
+
     def turn_count(self) -> int:
         return 1 + len(self.followups)
 
@@ -265,6 +289,8 @@ def _describe(error: Any) -> str:
     if error["type"] == "missing":
         return f"key '{key}' is required"
     message = str(error["msg"]).removeprefix("Value error, ")
+    if not loc:
+        return message
     got = error.get("input")
     shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
     return f"key '{key}': {message}{shown}"

@@ -1,7 +1,7 @@
 """The README's config and CLI reference, generated from the code so the docs cannot drift.
 
-    python -m trialrun.reference --write README.md   # refresh the marked sections
-    python -m trialrun.reference --check README.md   # exit 1 if they are stale (a test runs this)
+python -m trialrun.reference --write README.md   # refresh the marked sections
+python -m trialrun.reference --check README.md   # exit 1 if they are stale (a test runs this)
 """
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from pathlib import Path
 import types
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 import click
@@ -35,7 +36,7 @@ def _rows(model: type[BaseModel], prefix: str) -> list[str]:
         rows.append(f"| `{key}` | {_type_name(field.annotation)} | {_default(field)} | {meaning} |")
         if nested is not None:
             origin = get_origin(_strip_optional(field.annotation))
-            suffix = {dict: ".<name>.", list: "[]."}.get(origin, ".")  # type: ignore[call-overload]
+            suffix = {dict: ".<name>.", list: "[]."}.get(origin, ".")
             rows += _rows(nested, key + suffix)
     return rows
 
@@ -77,10 +78,7 @@ def _type_name(annotation: Any) -> str:
 def _default(field: Any) -> str:
     if field.is_required():
         return "required"
-    if field.default_factory is not None:
-        value = field.default_factory()
-    else:
-        value = field.default
+    value = field.default_factory() if field.default_factory is not None else field.default
     if value is PydanticUndefined:
         return ""
     if isinstance(value, BaseModel):
@@ -92,13 +90,13 @@ def cli_reference() -> str:
     from trialrun.cli import cli
 
     parts = []
-    context = click.Context(cli, info_name="trialrun", terminal_width=100,
-                            **cli.context_settings)
+    context = click.Context(cli, info_name="trialrun", terminal_width=100, **cli.context_settings)
     parts.append(f"```\n$ trialrun --help\n{cli.get_help(context)}\n```")
     for name in sorted(cli.commands):
         command = cli.commands[name]
-        sub = click.Context(command, info_name=name, parent=context, terminal_width=100,
-                            **command.context_settings)
+        sub = click.Context(
+            command, info_name=name, parent=context, terminal_width=100, **command.context_settings
+        )
         parts.append(f"```\n$ trialrun {name} --help\n{command.get_help(sub)}\n```")
     return "\n\n".join(parts)
 
@@ -106,12 +104,16 @@ def cli_reference() -> str:
 SECTIONS = {"config-reference": config_reference, "cli-reference": cli_reference}
 
 
+def _replacer(body: str) -> Callable[[re.Match[str]], str]:
+    return lambda match: match.group(1) + body + "\n" + match.group(2)
+
+
 def render(text: str) -> str:
     for name, make in SECTIONS.items():
         pattern = re.compile(rf"(<!-- {name}:start -->\n)(?:.*?\n)?(<!-- {name}:end -->)", re.S)
         if not pattern.search(text):
             raise SystemExit(f"missing <!-- {name}:start --> ... <!-- {name}:end --> markers")
-        text = pattern.sub(lambda m, make=make: m.group(1) + make() + "\n" + m.group(2), text)
+        text = pattern.sub(_replacer(make()), text)
     return text
 
 
@@ -128,8 +130,11 @@ def main(argv: list[str] | None = None) -> int:
         path.write_text(fresh, encoding="utf-8")
         return 0
     if fresh != text:
-        print(f"{path}: reference sections are stale; run python -m trialrun.reference --write "
-              f"{path}", file=sys.stderr)
+        print(
+            f"{path}: reference sections are stale; run python -m trialrun.reference --write "
+            f"{path}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

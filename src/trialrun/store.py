@@ -351,6 +351,19 @@ class Store:
         buffer, self._buffer = self._buffer, _Buffer()
         if not len(buffer):
             return []
+        try:
+            self._commit(buffer)
+        except BaseException:
+            self._restore(buffer)  # nothing is lost: the rows wait for the next flush
+            raise
+        return [(row[2], row[-1]) for row in buffer.records]
+
+    def _restore(self, buffer: _Buffer) -> None:
+        self._buffer.attempts[:0] = buffer.attempts
+        self._buffer.records[:0] = buffer.records
+        self._buffer.events[:0] = buffer.events
+
+    def _commit(self, buffer: _Buffer) -> None:
         now = utcnow()
         with self._transaction():
             self.conn.executemany(
@@ -370,7 +383,6 @@ class Store:
             self.conn.executemany(
                 "INSERT INTO events (at, kind, detail) VALUES (?, ?, ?)", buffer.events
             )
-        return [(row[2], row[-1]) for row in buffer.records]
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self.conn)

@@ -245,8 +245,12 @@ async def _call(
         started_at, clock = utcnow(), time.perf_counter()
         try:
             async with limiter.slot(estimate):
+                if route.lane in run.stopped_lanes:  # stopped while this call waited its turn
+                    raise LaneStopped(route.lane)
                 clock = time.perf_counter()
                 response = await asyncio.wait_for(route.provider.generate(request), retry.timeout_s)
+        except LaneStopped:
+            raise
         except Exception as exc:  # classified below; unknown ones become final trial errors
             kind, retry_after = route.provider.classify_error(exc)
             message = _describe(exc)
