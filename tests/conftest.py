@@ -85,8 +85,15 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
 def trialrun_subprocess(*args: str, cwd: Path, **kwargs: Any) -> subprocess.Popen[str]:
     """Start a real `trialrun` process (python -m trialrun) with the test's environment."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "trialrun", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "trialrun", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
 
 
 def read_results(run_dir: Path) -> list[dict[str, Any]]:

@@ -4,15 +4,30 @@ from __future__ import annotations
 
 import importlib
 
-from conftest import ROOT
-
 import trialrun
+from conftest import ROOT
 from trialrun.reference import main as reference_main
 
 EXPORTED = {
-    "ConfigError", "DatasetError", "Experiment", "Observer", "Prepared", "ProviderError", "Run",
-    "RunIncomplete", "TrialrunError", "UsageError", "__version__", "list_runs", "load",
-    "load_many", "open_run", "plan_summary", "resume", "run", "run_prepared",
+    "ConfigError",
+    "DatasetError",
+    "Experiment",
+    "Observer",
+    "Prepared",
+    "ProviderError",
+    "Run",
+    "RunIncomplete",
+    "TrialrunError",
+    "UsageError",
+    "__version__",
+    "list_runs",
+    "load",
+    "load_many",
+    "open_run",
+    "plan_summary",
+    "resume",
+    "run",
+    "run_prepared",
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -51,8 +52,7 @@ def _read_file(path: Path, fmt: str) -> list[tuple[str, Any]]:
     if fmt == "jsonl":
         return _read_jsonl(path, text)
     if fmt == "csv":
-        reader = csv.DictReader(text.splitlines())
-        return [(f"{path}:{n + 2}", dict(row)) for n, row in enumerate(reader)]
+        return _read_csv(path, text)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -60,6 +60,20 @@ def _read_file(path: Path, fmt: str) -> list[tuple[str, Any]]:
     if not isinstance(data, list):
         raise DatasetError(f"{path}: expected a JSON list of objects")
     return [(f"{path}: item {n}", row) for n, row in enumerate(data)]
+
+
+def _read_csv(path: Path, text: str) -> list[tuple[str, Any]]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    rows = []
+    for row in reader:
+        where = f"{path}:{reader.line_num}"
+        if None in row:
+            columns = len(reader.fieldnames or [])
+            raise DatasetError(
+                f"{where}: {columns + len(row[None])} cells but the header has {columns} columns"
+            )
+        rows.append((where, dict(row)))
+    return rows
 
 
 def _read_jsonl(path: Path, text: str) -> list[tuple[str, Any]]:

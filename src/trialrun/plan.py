@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,11 +22,24 @@ def canonical(value: Any) -> str:
 
 
 def canonical_bytes(value: Any) -> bytes:
-    try:
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-    except TypeError:  # integers beyond 64 bits, or types orjson does not know
-        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return text.encode()
+    if _same_in_orjson(value):
+        try:
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        except TypeError:  # integers beyond 64 bits, or types orjson does not know
+            pass
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return text.encode()
+
+
+def _same_in_orjson(value: Any) -> bool:
+    """False where orjson's text differs from json.dumps: floats below 1e-4 (0.00001 vs 1e-05), NaN."""
+    if isinstance(value, float):
+        return math.isfinite(value) and (value == 0.0 or abs(value) >= 1e-4)
+    if isinstance(value, dict):
+        return all(_same_in_orjson(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return all(_same_in_orjson(v) for v in value)
+    return True
 
 
 def content_hash(value: Any) -> str:

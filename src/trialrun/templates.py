@@ -6,7 +6,6 @@ import re
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
-from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from trialrun.config import RESERVED_TEMPLATE_NAMES, Experiment
@@ -33,7 +32,7 @@ class Template:
             ) from None
         self.names = _top_level_names(ast)
         self.item_fields = _item_fields(ast)
-        self.static = not self.names
+        self.static = not any(mark in source for mark in ("{{", "{%", "{#"))
         plain = _PLAIN_FIELD.fullmatch(source)
         self._plain_field = plain.group(1) if plain else None
 
@@ -41,12 +40,12 @@ class Template:
         if self.static:
             return self.source
         if self._plain_field is not None:  # `{{ item.prompt }}`: skip Jinja's machinery
-            value = context["item"][self._plain_field]
+            value = context["item"].get(self._plain_field)
             if isinstance(value, str):
                 return value
         try:
             return self._compiled.render(context)
-        except (UndefinedError, SecurityError, TypeError, ValueError) as exc:
+        except Exception as exc:  # any failure of a user's template fails the trial, not the run
             raise TrialrunError(f"{self.where}: cannot render template: {exc}") from None
 
 
@@ -57,18 +56,30 @@ def _top_level_names(ast: nodes.Template) -> set[str]:
 
 
 def _item_fields(ast: nodes.Template) -> set[str]:
-    fields: set[str] = set()
+    """Item fields a template needs on every item; `item.x is defined` and `item.get(...)`
+    mark fields as optional, and method calls (`item.items()`) are not fields."""
+    optional = {
+        _field_of(test.node)
+        for test in ast.find_all(nodes.Test)
+        if test.name in {"defined", "undefined"}
+    }
+    methods = {id(call.node) for call in ast.find_all(nodes.Call)}
+    fields = set()
     for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
-        target = getattr(node, "node", None)
-        if not (isinstance(target, nodes.Name) and target.name == "item"):
-            continue
-        if isinstance(node, nodes.Getattr):
-            fields.add(node.attr)
-        elif isinstance(node, nodes.Getitem):
-            arg = node.arg
-            if isinstance(arg, nodes.Const) and isinstance(arg.value, str):
-                fields.add(arg.value)
-    return fields
+        if id(node) not in methods:
+            fields.add(_field_of(node))
+    return fields - optional - {None}  # type: ignore[return-value]
+
+
+def _field_of(node: nodes.Node) -> str | None:
+    """`x` for `item.x` or `item['x']`, else None."""
+    target = getattr(node, "node", None)
+    if not (isinstance(target, nodes.Name) and target.name == "item"):
+        return None
+    if isinstance(node, nodes.Getattr):
+        return node.attr
+    arg = getattr(node, "arg", None)
+    return arg.value if isinstance(arg, nodes.Const) and isinstance(arg.value, str) else None
 
 
 class Conversation:

@@ -29,6 +29,8 @@ def split_args(args: tuple[str, ...]) -> tuple[list[str], list[str]]:
     """CONFIG files and KEY=VALUE overrides, in any order (an existing file is a config)."""
     configs, overrides = [], []
     for arg in args:
+        if arg.startswith("-") and not Path(arg).exists():
+            raise UsageError(f"unknown option '{arg}' (see --help)")
         if "=" in arg and not Path(arg).exists():
             overrides.append(arg)
         else:
