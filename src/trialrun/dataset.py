@@ -17,7 +17,7 @@ Item = dict[str, Any]
 def load_items(cfg: DatasetConfig, base_dir: Path, source: str = "config") -> list[Item]:
     """Read, check and limit the items; each keeps every field it had, id as a string."""
     if cfg.items is not None:
-        rows = [(f"{source}: dataset.items[{i}]", row) for i, row in enumerate(cfg.items)]
+        rows = [(f"{source}: dataset.items[{i}]", _copy(row)) for i, row in enumerate(cfg.items)]
         where = f"{source}: dataset.items"
     else:
         assert cfg.path is not None
@@ -89,9 +89,10 @@ def _read_jsonl(path: Path, text: str) -> list[tuple[str, Any]]:
 
 
 def _check_ids(rows: list[tuple[str, Any]], id_field: str) -> list[Item]:
-    seen: dict[str, str] = {}
+    """Ids as strings, unique; rows are updated in place (a dataset is not held twice)."""
+    seen: dict[str, int] = {}
     items: list[Item] = []
-    for where, row in rows:
+    for index, (where, row) in enumerate(rows):
         if not isinstance(row, dict):
             raise DatasetError(f"{where}: expected an object with fields, got {type(row).__name__}")
         if id_field not in row or row[id_field] in (None, ""):
@@ -100,7 +101,14 @@ def _check_ids(rows: list[tuple[str, Any]], id_field: str) -> list[Item]:
             )
         item_id = str(row[id_field])
         if item_id in seen:
-            raise DatasetError(f"{where}: duplicate item id '{item_id}' (first at {seen[item_id]})")
-        seen[item_id] = where
-        items.append({**row, id_field: item_id})
+            first = rows[seen[item_id]][0]
+            raise DatasetError(f"{where}: duplicate item id '{item_id}' (first at {first})")
+        seen[item_id] = index
+        row[id_field] = item_id
+        items.append(row)
     return items
+
+
+def _copy(row: Any) -> Any:
+    """Inline rows belong to the frozen config: check a copy, never the config itself."""
+    return dict(row) if isinstance(row, dict) else row
