@@ -38,21 +38,25 @@ class ProgressObserver(Observer):
         )
         self.tasks: dict[str, TaskID] = {}
         self.failed: dict[str, int] = {}
+        self.initial: dict[str, int] = {}
 
     def started(self, run: Run, total: int, finished: int) -> None:
         if not self.tasks:
             self.progress.start()
         self.failed[run.run_id] = 0
+        self.initial[run.run_id] = finished
         self.tasks[run.run_id] = self.progress.add_task(
             run.run_id, total=total, completed=finished, failed=0, rate=""
         )
 
     def committed(self, run: Run, done: int, failed: int) -> None:
-        task = self.tasks[run.run_id]
+        task_id = self.tasks[run.run_id]
         self.failed[run.run_id] += failed
-        speed = self.progress.tasks[task].speed
-        rate = f"{speed:,.0f} trials/s" if speed else ""
-        self.progress.update(task, advance=done + failed, failed=self.failed[run.run_id], rate=rate)
+        self.progress.update(task_id, advance=done + failed, failed=self.failed[run.run_id])
+        task = self.progress.tasks[task_id]
+        fresh = task.completed - self.initial[run.run_id]
+        if task.elapsed:
+            self.progress.update(task_id, rate=f"{fresh / task.elapsed:,.0f} trials/s")
 
     def finished(self) -> None:
         if self.tasks:
