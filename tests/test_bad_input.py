@@ -205,8 +205,20 @@ def test_template_syntax_error_names_the_followup(
 def test_unknown_provider_suggests_mock(
     cli: Callable[..., CliResult], write_config: Callable[..., Path], isolated: Path
 ) -> None:
+    write_config(models=[{"model": "nosuch/gpt-4o"}])
+    assert_usage_error(cli("run", "exp.yaml"), "exp.yaml", "models[0].model", "'nosuch'", "--mock")
+    assert_nothing_written(isolated)
+
+
+def test_api_model_without_a_key_names_the_variable_and_mock(
+    cli: Callable[..., CliResult],
+    write_config: Callable[..., Path],
+    isolated: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     write_config(models=[{"model": "openai/gpt-4o"}])
-    assert_usage_error(cli("run", "exp.yaml"), "exp.yaml", "models[0].model", "'openai'", "--mock")
+    assert_usage_error(cli("run", "exp.yaml"), "exp.yaml", "models[0]", "OPENAI_API_KEY", "--mock")
     assert_nothing_written(isolated)
 
 

@@ -17,28 +17,25 @@ from typing import Any
 
 import yaml
 
-from trialrun import providers
 from trialrun.config import (
     Experiment,
-    ModelConfig,
     apply_overrides,
     expand_multirun,
     read_yaml,
-    resolve_env,
     validate,
 )
 from trialrun.dataset import load_items
 from trialrun.errors import RunIncomplete, RunNotFoundError, StoreError
 from trialrun.executor.cache import ResponseCache, cache_dir
-from trialrun.executor.realtime import ExperimentRun, ModelRoute, execute
+from trialrun.executor.realtime import ExperimentRun, execute
 from trialrun.export import RESULTS_NAME, ResultsFile
 from trialrun.plan import Shard, cells, content_hash, count_trials, expand
 from trialrun.provenance import git_state, manifest
+from trialrun.routing import build_routes, check_models
 from trialrun.store import DB_NAME, Store, utcnow
 from trialrun.templates import Conversation
 
 ConfigSource = str | Path | dict[str, Any]
-LOCAL_PROVIDERS = frozenset({"hf"})
 
 
 class Interrupted(RunIncomplete):
@@ -89,11 +86,7 @@ def load(
         path = Path(config)
         raw, source, base_dir = read_yaml(path), str(path), path.resolve().parent
     experiment = validate(apply_overrides(raw, list(overrides)), source)
-    for index, entry in enumerate(experiment.models):
-        where = f"{source}: models[{index}]"
-        if not _swapped(entry.provider, mock):
-            providers.base.check_known(entry.provider, f"{where}.model")
-            _resolve_settings(entry, where)  # fail now on an unset ${env:...}; values dropped
+    check_models(experiment, mock, source)
     items = load_items(experiment.dataset, base_dir, source)
     conversation = Conversation(experiment, source)
     conversation.check(items)
@@ -315,6 +308,8 @@ class Observer:
 
     def committed(self, run: Run, done: int, failed: int) -> None: ...
 
+    def warn(self, message: str) -> None: ...
+
     def finished(self) -> None: ...
 
 
@@ -406,51 +401,13 @@ def _open_for_execution(
         experiment=experiment,
         store=store,
         conversation=Conversation(experiment, meta["source"]),
-        routes=_routes(experiment, bool(meta["mock"])),
+        routes=build_routes(experiment, bool(meta["mock"]), observer.warn),
         cache=cache,
         id_field=meta["id_field"],
         on_commit=on_commit,
         reuse_attempts=store.has_attempts(),
     )
     return experiment_run, results
-
-
-def _swapped(provider: str, mock: bool) -> bool:
-    """Whether --mock answers this provider's calls (every API provider; local models stay)."""
-    return mock and provider not in LOCAL_PROVIDERS
-
-
-def _resolve_settings(entry: ModelConfig, where: str) -> dict[str, Any]:
-    """Resolve a model's ${env:...} references (at run time only; never written anywhere)."""
-    return {
-        "api_key": resolve_env(entry.api_key, f"{where}.api_key"),
-        "base_url": resolve_env(entry.base_url, f"{where}.base_url"),
-        "options": resolve_env(entry.options, f"{where}.options"),
-    }
-
-
-def _routes(experiment: Experiment, mock: bool) -> dict[str, ModelRoute]:
-    routes = {}
-    for index, entry in enumerate(experiment.models):
-        name = "mock" if _swapped(entry.provider, mock) else entry.provider
-        settings: dict[str, Any] = (
-            {"api_key": None, "base_url": None, "options": entry.options}  # dry run: no keys
-            if name != entry.provider
-            else _resolve_settings(entry, f"models[{index}]")
-        )
-        if name == "mock":
-            provider = providers.create(name, **experiment.mock.model_dump())
-        else:
-            provider = providers.create(name, api_key=settings["api_key"])
-        routes[entry.label] = ModelRoute(
-            config=entry,
-            provider=provider,
-            provider_name=name,
-            lane=entry.provider,
-            base_url=settings["base_url"],
-            options=settings["options"],
-        )
-    return routes
 
 
 async def _main(runs: list[ExperimentRun]) -> bool:

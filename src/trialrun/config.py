@@ -156,6 +156,15 @@ class MockConfig(StrictModel):
     """Default concurrency of mock models when `limits` names none."""
 
 
+class PriceConfig(StrictModel):
+    input: float = Field(ge=0)
+    """USD per million input tokens."""
+    output: float = Field(ge=0)
+    """USD per million output tokens."""
+    batch_discount: float = Field(default=0.5, ge=0, le=1)
+    """Fraction taken off for batch APIs."""
+
+
 class OutputConfig(StrictModel):
     dir: str = "runs"
     """Folder that holds run folders; relative to the current directory."""
@@ -192,6 +201,8 @@ class Experiment(StrictModel):
     """Behaviour of the offline `mock` provider (latency, injected faults)."""
     output: OutputConfig = Field(default_factory=OutputConfig)
     """Where run folders go."""
+    prices: dict[str, PriceConfig] = Field(default_factory=dict)
+    """Prices by `provider/model`, overriding or extending the shipped table (USD per million tokens)."""
 
     @field_validator("grid")
     @classmethod

@@ -58,6 +58,10 @@ class ProgressObserver(Observer):
         if task.elapsed:
             self.progress.update(task_id, rate=f"{fresh / task.elapsed:,.0f} trials/s")
 
+    def warn(self, message: str) -> None:
+        self.console.print("[yellow]warning:[/yellow] ", end="")
+        self.console.print(message, markup=False, highlight=False)
+
     def finished(self) -> None:
         if self.tasks:
             self.progress.stop()

@@ -24,6 +24,7 @@ from trialrun.executor.cache import ResponseCache, cache_key
 from trialrun.executor.limits import Limiter, estimate_tokens
 from trialrun.executor.retry import backoff_s
 from trialrun.plan import canonical
+from trialrun.pricing import Price
 from trialrun.providers.base import Provider
 from trialrun.store import PendingTrial, Store, utcnow
 from trialrun.templates import Conversation
@@ -50,6 +51,8 @@ class ModelRoute:
     """The configured provider name: limits and lanes are keyed by it."""
     base_url: str | None
     options: dict[str, Any]
+    price: Price | None = None
+    """Price of the configured model; None leaves real costs unknown (mock answers cost 0)."""
 
 
 @dataclass
@@ -282,6 +285,8 @@ async def _call(
             )
             continue
         response.latency_s, response.attempts = time.perf_counter() - clock, attempt
+        if response.cost_usd is None and route.price is not None:
+            response.cost_usd = route.price.cost(response.usage)
         limiter.settle(estimate, response.usage.total)
         _log_attempt(run, trial, turn, attempt, key, request_json, response, None, None, started_at)
         if run.cache is not None:

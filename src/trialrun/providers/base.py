@@ -23,8 +23,8 @@ class Provider:
     """Base class for model providers."""
 
     name: ClassVar[str] = ""
-    env_key: ClassVar[str | None] = None
-    """Environment variable holding this provider's API key, if it needs one."""
+    env_keys: ClassVar[tuple[str, ...]] = ()
+    """Environment variables the SDK reads its API key from (any one is enough); empty if none."""
 
     def __init__(self, **settings: Any) -> None:
         self.settings = settings
@@ -43,13 +43,86 @@ class Provider:
     def max_concurrency(self) -> int:
         return 64
 
+    async def ping(self) -> str:
+        """Check the endpoint answers with these credentials; return a short note, or raise."""
+        return "no check"
+
     async def aclose(self) -> None:
         return None
 
 
+def kind_of_status(status: int) -> ErrorKind:
+    """How the executor treats an HTTP status: auth stops the provider, retryable waits."""
+    if status in (401, 403):
+        return "auth"
+    if status in (408, 409, 425, 429) or status >= 500:
+        return "retryable"
+    return "final"
+
+
+def retry_after_s(headers: Any) -> float | None:
+    """Seconds from `retry-after-ms` or `retry-after` (seconds or an HTTP date), if present."""
+    if headers is None:
+        return None
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return max(float(millis) / 1000, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        return _seconds_until(value)
+
+
+def _seconds_until(http_date: str) -> float | None:
+    import email.utils
+    import time
+
+    try:
+        when = email.utils.parsedate_to_datetime(http_date)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def sdk_http_client(sdk: Any, transport: str) -> Any | None:
+    """An SDK's aiohttp transport when asked for and installed; None keeps its default (httpx)."""
+    if transport != "aiohttp" or not hasattr(sdk, "DefaultAioHttpClient"):
+        return None
+    try:
+        return sdk.DefaultAioHttpClient()
+    except (ImportError, RuntimeError):  # the SDK's aiohttp extra is not installed
+        return None
+
+
+def classify_sdk_error(sdk: Any, exc: BaseException) -> tuple[ErrorKind, float | None] | None:
+    """Errors of the OpenAI and Anthropic SDKs (same generator, same classes); None if neither."""
+    if isinstance(exc, sdk.APIStatusError):
+        return kind_of_status(exc.status_code), retry_after_s(exc.response.headers)
+    if isinstance(exc, sdk.APIConnectionError | sdk.APIResponseValidationError | ValueError):
+        return "retryable", None  # timeouts, resets, dropped bodies, bodies that are not JSON
+    return None
+
+
+def missing_sdk(package: str, extra: str) -> ConfigError:
+    return ConfigError(
+        f"the '{extra}' provider needs the {package} package: pip install 'trialrun[{extra}]'"
+    )
+
+
 Factory = Callable[..., Provider]
 _REGISTRY: dict[str, Factory] = {}
-_BUILTIN_MODULES = {"mock": "trialrun.providers.mock"}
+_BUILTIN_MODULES = {
+    "mock": "trialrun.providers.mock",
+    "openai": "trialrun.providers.openai",
+    "anthropic": "trialrun.providers.anthropic",
+    "google": "trialrun.providers.google",
+}
 
 
 def provider(name: str) -> Callable[[Factory], Factory]:
@@ -88,6 +161,11 @@ def check_known(name: str, where: str) -> None:
             f"{where}: unknown provider '{name}' (available: {', '.join(available())}); "
             "use --mock to dry-run any config offline"
         )
+
+
+def provider_class(name: str) -> Any:
+    """The registered factory (usually the Provider class) for `name`, or None."""
+    return _load(name)
 
 
 def create(name: str, **settings: Any) -> Provider:

@@ -42,6 +42,7 @@ def _unit(text: str) -> float:
     return int(hashlib.sha256(text.encode()).hexdigest()[:13], 16) / float(1 << 52)
 
 
+@provider("mock")
 class MockProvider(Provider):
     name = "mock"
 
@@ -157,8 +158,3 @@ def _logprobs(tokens: list[str], top_k: int, rng: random.Random) -> list[dict[st
             alternatives.append({"token": alt, "logprob": round(floor, 4)})
         out.append({"token": token, "logprob": round(chosen, 4), "top": alternatives})
     return out
-
-
-@provider("mock")
-def create_mock(**settings: Any) -> Provider:
-    return MockProvider(**settings)

@@ -1,0 +1,145 @@
+"""`openai/<model>`: OpenAI and every OpenAI-compatible server (vLLM, SGLang, Ollama, ...).
+
+Through the official `openai` SDK's chat completions, with its own retries off (trialrun's
+retry layer is the only one, so attempts are counted once and Retry-After honoured) and
+its aiohttp transport when installed (measured faster than the default; see bench/).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from trialrun.errors import ErrorKind
+from trialrun.providers.base import (
+    Provider,
+    classify_sdk_error,
+    missing_sdk,
+    provider,
+    sdk_http_client,
+)
+from trialrun.types import Request, Response, Usage
+
+# Chat-completions params the SDK takes by name; any other sampling param (top_k, min_p,
+# repetition_penalty, ...) goes in `extra_body`, which OpenAI-compatible servers read.
+_NAMED = frozenset(
+    {
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "max_completion_tokens",
+        "seed",
+        "stop",
+        "logprobs",
+        "top_logprobs",
+        "presence_penalty",
+        "frequency_penalty",
+        "n",
+        "logit_bias",
+        "user",
+        "response_format",
+        "reasoning_effort",
+        "service_tier",
+    }
+)
+
+
+@provider("openai")
+class OpenAIProvider(Provider):
+    name: ClassVar[str] = "openai"
+    env_keys: ClassVar[tuple[str, ...]] = ("OPENAI_API_KEY",)
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        transport: str = "aiohttp",
+        concurrency: int = 64,
+        **settings: Any,
+    ) -> None:
+        super().__init__(**settings)
+        try:
+            import openai
+        except ImportError:
+            raise missing_sdk("openai", "openai") from None
+        self._openai = openai
+        self.api_key = api_key
+        self.base_url = base_url
+        self.transport = transport
+        self.concurrency = concurrency
+        self._client: Any = None
+
+    def max_concurrency(self) -> int:
+        return self.concurrency
+
+    def _make_client(self) -> Any:
+        kwargs: dict[str, Any] = {"max_retries": 0, "base_url": self.base_url}
+        # A self-hosted server often wants no key; the SDK insists on one.
+        kwargs["api_key"] = self.api_key or (None if self.base_url is None else "EMPTY")
+        kwargs["http_client"] = sdk_http_client(self._openai, self.transport)
+        return self._openai.AsyncOpenAI(**kwargs)
+
+    def _ensure_client(self) -> Any:
+        if self._client is None:
+            self._client = self._make_client()
+        return self._client
+
+    async def ping(self) -> str:
+        page = await self._ensure_client().models.list()
+        return f"{len(page.data)} models listed"
+
+    async def generate(self, request: Request) -> Response:
+        self._ensure_client()
+        named, extra = _split_params(request.params, official=self.base_url is None)
+        completion = await self._client.chat.completions.create(
+            model=request.model, messages=request.messages, extra_body=extra or None, **named
+        )
+        return _response(completion)
+
+    def classify_error(self, exc: BaseException) -> tuple[ErrorKind, float | None]:
+        return classify_sdk_error(self._openai, exc) or super().classify_error(exc)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+
+def _split_params(
+    params: dict[str, Any], *, official: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    named: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for key, value in params.items():
+        (named if key in _NAMED else extra)[key] = value
+    if named.get("top_logprobs"):
+        named["logprobs"] = True
+    if official and "max_tokens" in named and "max_completion_tokens" not in named:
+        # OpenAI's own API deprecated max_tokens; newer models accept only this name.
+        named["max_completion_tokens"] = named.pop("max_tokens")
+    return named, extra
+
+
+def _response(completion: Any) -> Response:
+    choice = completion.choices[0]
+    usage = completion.usage
+    return Response(
+        text=choice.message.content or "",
+        usage=Usage(usage.prompt_tokens, usage.completion_tokens) if usage else Usage(),
+        finish_reason=choice.finish_reason,
+        logprobs=_logprobs(choice.logprobs),
+        request_id=completion.id,
+        served_model=completion.model,
+    )
+
+
+def _logprobs(logprobs: Any) -> list[dict[str, Any]] | None:
+    if logprobs is None or not logprobs.content:
+        return None
+    return [
+        {
+            "token": entry.token,
+            "logprob": entry.logprob,
+            "top": [{"token": t.token, "logprob": t.logprob} for t in entry.top_logprobs or []],
+        }
+        for entry in logprobs.content
+    ]
