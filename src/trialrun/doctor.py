@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from trialrun import providers
-from trialrun.config import env_references, read_yaml
+from trialrun.config import env_references, read_yaml, resolve_env
 from trialrun.executor.cache import cache_dir
-from trialrun.provenance import versions
+from trialrun.provenance import OPTIONAL_PACKAGES, PACKAGES, versions
 
 MIN_FREE_BYTES = 1 << 30
+PING_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -25,8 +28,17 @@ class Check:
 
 def environment_checks(runs_dir: Path = Path("runs")) -> list[Check]:
     checks = [Check("python", sys.version_info >= (3, 11), sys.version.split()[0])]
-    for name, version in versions().items():
+    for name, version in versions(PACKAGES).items():
         checks.append(Check(f"package {name}", version is not None, version or "not installed"))
+    for name, version in versions(tuple(OPTIONAL_PACKAGES)).items():
+        extra = OPTIONAL_PACKAGES[name]
+        checks.append(
+            Check(
+                f"package {name}",
+                True,
+                version or f"not installed (for {extra}/ models: pip install 'trialrun[{extra}]')",
+            )
+        )
     probe = runs_dir if runs_dir.exists() else Path.cwd()
     free = shutil.disk_usage(probe).free
     checks.append(Check("disk", free >= MIN_FREE_BYTES, f"{free / 1e9:.1f} GB free at {probe}"))
@@ -35,38 +47,77 @@ def environment_checks(runs_dir: Path = Path("runs")) -> list[Check]:
     return checks
 
 
-def config_checks(config: Path) -> list[Check]:
-    """Which providers and keys a config needs, and whether each key is set (never shown)."""
+def config_checks(config: Path, *, ping: bool = True) -> list[Check]:
+    """Per provider in a config: known, key set (never shown), endpoint answering."""
     raw = read_yaml(config)
     checks = []
-    names = sorted(
-        {
-            str(m.get("model", "")).split("/", 1)[0]
-            for m in raw.get("models") or []
-            if isinstance(m, dict)
-        }
-    )
-    for name in names:
-        known = name in providers.available()
+    for name in sorted(env_references(raw)):
+        present = bool(os.environ.get(name))
         checks.append(
+            Check(f"env {name}", present, "set" if present else "not set: export it before running")
+        )
+    entries = [m for m in raw.get("models") or [] if isinstance(m, dict)]
+    seen: set[tuple[str, str, str]] = set()
+    for entry in entries:
+        endpoint = (
+            str(entry.get("model", "")).split("/", 1)[0],
+            str(entry.get("base_url")),
+            str(entry.get("api_key")),
+        )
+        if endpoint not in seen:
+            seen.add(endpoint)
+            checks += _provider_checks(entry, ping)
+    return checks
+
+
+def _provider_checks(entry: dict[str, Any], ping: bool) -> list[Check]:
+    model = str(entry.get("model", ""))
+    name = model.split("/", 1)[0]
+    factory = providers.base.provider_class(name)
+    if factory is None:
+        return [
             Check(
                 f"provider {name}",
-                known,
-                "registered"
-                if known
-                else f"unknown (available: {', '.join(providers.available())})",
+                False,
+                f"unknown (available: {', '.join(providers.available())})",
             )
-        )
-    needed = env_references(raw)
-    for name in sorted(needed):
+        ]
+    checks = [Check(f"provider {name}", True, "registered")]
+    env_keys: tuple[str, ...] = getattr(factory, "env_keys", ())
+    if env_keys and not entry.get("api_key") and not entry.get("base_url"):
+        present = [key for key in env_keys if os.environ.get(key)]
         checks.append(
             Check(
-                f"env {name}",
-                name in os.environ,
-                "set" if name in os.environ else "not set: export it before running",
+                f"key {name}",
+                bool(present),
+                f"{present[0]} set" if present else f"not set: export {' or '.join(env_keys)}",
             )
         )
+    if ping:
+        checks.append(_ping(name, entry, model))
     return checks
+
+
+def _ping(name: str, entry: dict[str, Any], model: str) -> Check:
+    where = entry.get("base_url") or "default endpoint"
+    try:
+        settings = {
+            "api_key": resolve_env(entry.get("api_key"), f"{model}.api_key"),
+            "base_url": resolve_env(entry.get("base_url"), f"{model}.base_url"),
+        }
+        provider = providers.create(name, **settings) if name != "mock" else None
+        note = asyncio.run(_ask(provider)) if provider else "offline mock provider"
+    except Exception as exc:  # any failure is the answer: report it, never raise
+        message = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        return Check(f"endpoint {name}", False, f"{where}: {message}")
+    return Check(f"endpoint {name}", True, f"{where}: {note}")
+
+
+async def _ask(provider: providers.Provider) -> str:
+    try:
+        return await asyncio.wait_for(provider.ping(), PING_TIMEOUT_S)
+    finally:
+        await provider.aclose()
 
 
 def _writable(folder: Path) -> bool:

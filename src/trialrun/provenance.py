@@ -10,12 +10,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("trialrun", "pydantic", "PyYAML", "Jinja2", "rich", "click")
+PACKAGES = ("trialrun", "pydantic", "PyYAML", "Jinja2", "rich", "click", "orjson")
+OPTIONAL_PACKAGES = {"openai": "openai", "anthropic": "anthropic", "google-genai": "google"}
 
 
-def versions() -> dict[str, str | None]:
+def versions(names: tuple[str, ...] = PACKAGES + tuple(OPTIONAL_PACKAGES)) -> dict[str, str | None]:
     found: dict[str, str | None] = {}
-    for name in PACKAGES:
+    for name in names:
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
