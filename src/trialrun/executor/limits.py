@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from trialrun.config import LimitConfig
@@ -82,7 +82,15 @@ class Limiter:
         self._resume_at = max(self._resume_at, time.monotonic() + seconds)
 
 
-def estimate_tokens(messages: list[dict[str, str]], max_tokens: int | None) -> int:
-    """A stated heuristic: ~4 characters a token plus 4 per message, plus the output allowance."""
-    prompt = sum(len(m["content"]) // 4 + 4 for m in messages)
+def estimate_tokens(
+    messages: list[dict[str, str]],
+    max_tokens: int | None,
+    count: Callable[[str], int | None] | None = None,
+) -> int:
+    """Tokens a request may use: the prompt (a provider's tokenizer when it has a cheap one,
+    else ~4 characters a token) plus 4 per message, plus the output allowance."""
+    prompt = 0
+    for message in messages:
+        exact = count(message["content"]) if count is not None else None
+        prompt += (len(message["content"]) // 4 if exact is None else exact) + 4
     return prompt + int(max_tokens or 0)

@@ -243,7 +243,7 @@ async def _call(
         return _Outcome(response, None, 0)
     request = Request(model_id, messages, params, route.base_url, route.options)
     retry = run.experiment.retry
-    estimate = estimate_tokens(messages, params.get("max_tokens"))
+    estimate = estimate_tokens(messages, params.get("max_tokens"), route.provider.count_tokens)
     for attempt in range(1, retry.attempts + 1):
         started_at, clock = utcnow(), time.perf_counter()
         try:

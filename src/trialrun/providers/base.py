@@ -43,6 +43,10 @@ class Provider:
     def max_concurrency(self) -> int:
         return 64
 
+    def count_tokens(self, text: str) -> int | None:
+        """Exact token count of `text` when a cheap offline tokenizer is at hand, else None."""
+        return None
+
     async def ping(self) -> str:
         """Check the endpoint answers with these credentials; return a short note, or raise."""
         return "no check"

@@ -7,6 +7,7 @@ its aiohttp transport when installed (measured faster than the default; see benc
 
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar
 
 from trialrun.errors import ErrorKind
@@ -67,9 +68,16 @@ class OpenAIProvider(Provider):
         self.transport = transport
         self.concurrency = concurrency
         self._client: Any = None
+        self.model_hint = str(settings.get("model", "gpt-4o"))
 
     def max_concurrency(self) -> int:
         return self.concurrency
+
+    def count_tokens(self, text: str) -> int | None:
+        if self.base_url is not None:  # another server's model: OpenAI's tables would not fit
+            return None
+        encoder = _encoder(self.model_hint)
+        return None if encoder is None else len(encoder.encode(text))
 
     def _make_client(self) -> Any:
         kwargs: dict[str, Any] = {"max_retries": 0, "base_url": self.base_url}
@@ -143,3 +151,17 @@ def _logprobs(logprobs: Any) -> list[dict[str, Any]] | None:
         }
         for entry in logprobs.content
     ]
+
+
+@functools.cache
+def _encoder(model: str) -> Any:
+    """OpenAI's BPE for `model` from the offline `bpe-openai` package (the `tokenizers` extra),
+    or None: tiktoken downloads its tables at first use, which this tool must not do."""
+    try:
+        import bpe_openai
+    except ImportError:
+        return None
+    try:
+        return bpe_openai.encoding_for_model(model)
+    except Exception:  # an unknown model name: the o200k table of current models
+        return bpe_openai.get_encoding("o200k_base")
