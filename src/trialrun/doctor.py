@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trialrun import providers
+from trialrun import providers, secrets
 from trialrun.config import env_references, read_yaml, resolve_env
 from trialrun.executor.cache import cache_dir
 from trialrun.provenance import OPTIONAL_PACKAGES, PACKAGES, versions
@@ -101,14 +101,18 @@ def _provider_checks(entry: dict[str, Any], ping: bool) -> list[Check]:
 def _ping(name: str, entry: dict[str, Any], model: str) -> Check:
     where = entry.get("base_url") or "default endpoint"
     try:
+        api_key = resolve_env(entry.get("api_key"), f"{model}.api_key")
+        secrets.remember(api_key)
+        secrets.remember_env(getattr(providers.base.provider_class(name), "env_keys", ()))
         settings = {
-            "api_key": resolve_env(entry.get("api_key"), f"{model}.api_key"),
+            "api_key": api_key,
             "base_url": resolve_env(entry.get("base_url"), f"{model}.base_url"),
         }
         provider = providers.create(name, **settings) if name != "mock" else None
         note = asyncio.run(_ask(provider)) if provider else "offline mock provider"
     except Exception as exc:  # any failure is the answer: report it, never raise
-        message = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        text = secrets.redact(str(exc))
+        message = text.splitlines()[0][:160] if text else type(exc).__name__
         return Check(f"endpoint {name}", False, f"{where}: {message}")
     return Check(f"endpoint {name}", True, f"{where}: {note}")
 

@@ -11,8 +11,8 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from trialrun import providers
-from trialrun.config import Experiment, ModelConfig, resolve_env
+from trialrun import providers, secrets
+from trialrun.config import SAMPLING_PARAMS, Experiment, ModelConfig, resolve_env
 from trialrun.errors import ConfigError
 from trialrun.executor.realtime import ModelRoute
 from trialrun.pricing import Price, lookup
@@ -27,8 +27,11 @@ def swapped(provider: str, mock: bool) -> bool:
 
 def resolve_settings(entry: ModelConfig, where: str) -> dict[str, Any]:
     """A model's ${env:...} references resolved (at run time only; never written anywhere)."""
+    api_key = resolve_env(entry.api_key, f"{where}.api_key")
+    secrets.remember(api_key)
+    secrets.remember_env(getattr(providers.base.provider_class(entry.provider), "env_keys", ()))
     return {
-        "api_key": resolve_env(entry.api_key, f"{where}.api_key"),
+        "api_key": api_key,
         "base_url": resolve_env(entry.base_url, f"{where}.base_url"),
         "options": resolve_env(entry.options, f"{where}.options"),
     }
@@ -95,5 +98,23 @@ def build_routes(
             settings["base_url"],
             settings["options"],
             price,
+            _unsent(experiment, entry, provider, warn),
         )
     return routes
+
+
+def _unsent(
+    experiment: Experiment, entry: ModelConfig, provider: Any, warn: Callable[[str], None]
+) -> frozenset[str]:
+    """The params this model's provider cannot take, with one warning naming them."""
+    names = {"seed", *experiment.params, *entry.params}
+    names |= {key for key in experiment.grid if key in SAMPLING_PARAMS}
+    unsent = frozenset(provider.unsent_params(names))
+    told = sorted(unsent - {"seed"})  # trialrun's own per-trial seed, not the user's choice
+    if told:
+        note = provider.params_note()
+        warn(
+            f"{entry.model} cannot take {', '.join(told)}: left out of its requests and records"
+            + (f" ({note})" if note else "")
+        )
+    return unsent

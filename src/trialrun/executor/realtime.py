@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from trialrun import secrets
 from trialrun.config import SAMPLING_PARAMS, Experiment, ModelConfig
 from trialrun.errors import ProviderError, TrialrunError
 from trialrun.executor.cache import ResponseCache, cache_key
@@ -53,6 +54,8 @@ class ModelRoute:
     options: dict[str, Any]
     price: Price | None = None
     """Price of the configured model; None leaves real costs unknown (mock answers cost 0)."""
+    unsent: frozenset[str] = frozenset()
+    """Sampling params this provider cannot take: left out of requests and records."""
 
 
 @dataclass
@@ -161,7 +164,8 @@ async def _run_trial(
     route = run.routes[trial.model]
     experiment = run.experiment
     item = trial.item
-    params = _params(experiment, route.config, trial)
+    requested = _params(experiment, route.config, trial)
+    params = {k: v for k, v in requested.items() if k not in route.unsent}
     context: dict[str, Any] = {
         "item": item,
         "grid": trial.grid,
@@ -183,7 +187,9 @@ async def _run_trial(
             if turn:
                 context["turn"], context["turns"] = turn + 1, history
                 messages = [*messages, run.conversation.followup(turn - 1, context)]
-            outcome = await _call(run, route, trial, turn, messages, params, limiter, rng)
+            outcome = await _call(
+                run, route, trial, turn, messages, requested, params, limiter, rng
+            )
             retries += max(outcome.attempts - 1, 0)
             if outcome.response is None:
                 error = outcome.error
@@ -220,14 +226,19 @@ async def _call(
     trial: PendingTrial,
     turn: int,
     messages: list[dict[str, str]],
+    requested: dict[str, Any],
     params: dict[str, Any],
     limiter: Limiter,
     rng: random.Random,
 ) -> _Outcome:
-    """One request with cache, limits and retries; a cache hit counts zero attempts."""
+    """One request with cache, limits and retries; a cache hit counts zero attempts.
+
+    `params` are those sent; the cache key takes all `requested`, so that trials which
+    differ only in a param the provider cannot take (grid cells, seeds) never share answers.
+    """
     model_id = route.config.model_id
     key = cache_key(
-        route.provider_name, model_id, route.base_url, messages, params, trial.repeat, turn
+        route.provider_name, model_id, route.base_url, messages, requested, trial.repeat, turn
     )
     request_json = canonical({"model": model_id, "messages": messages, "params": params})
     cached = _lookup(run, key)
@@ -306,7 +317,7 @@ def _lookup(run: ExperimentRun, key: str) -> str | None:
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "request timed out"
-    return str(exc) or type(exc).__name__
+    return secrets.redact(str(exc)) or type(exc).__name__
 
 
 def _stop_lane(run: ExperimentRun, route: ModelRoute, message: str) -> None:

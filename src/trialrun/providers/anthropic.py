@@ -1,12 +1,20 @@
 """`anthropic/<model>`: Claude through the official `anthropic` SDK's Messages API.
 
-System messages become the `system` parameter; `stop` becomes `stop_sequences`; params the
-Messages API does not take (seed, logprobs, penalties) are dropped, since sending them
-would fail every call. Stop reasons map to the neutral finish reasons.
+System messages become the `system` parameter; `stop` becomes `stop_sequences`; stop
+reasons map to the neutral finish reasons. Params the Messages API does not take (seed,
+logprobs, penalties) are left out, since sending them would fail every call, and the run
+warns once which ones.
+
+API version 2026-10-21, which the SDK 2.x sends by default, takes no sampling params at
+all: `temperature`, `top_p` and `top_k` (even `temperature: 1.0`) get a 400, and the SDK
+dropped them from its signatures. So they are left out too, unless the model entry asks
+for an older API version (`options: {anthropic_version: "2023-06-01"}`) for models and
+servers that still take them; then they go in the request body as before.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from trialrun.errors import ErrorKind
@@ -19,7 +27,10 @@ from trialrun.providers.base import (
 )
 from trialrun.types import Request, Response, Usage
 
-_TAKEN = frozenset({"temperature", "top_p", "top_k", "max_tokens", "stop_sequences", "metadata"})
+_TAKEN = frozenset({"max_tokens", "stop_sequences", "metadata", "service_tier"})
+_SAMPLING = frozenset({"temperature", "top_p", "top_k"})
+SAMPLING_VERSION = "2023-06-01"
+"""The last API version that takes sampling params."""
 _FINISH = {
     "end_turn": "stop",
     "stop_sequence": "stop",
@@ -42,6 +53,7 @@ class AnthropicProvider(Provider):
         base_url: str | None = None,
         transport: str = "aiohttp",
         concurrency: int = 64,
+        anthropic_version: str | None = None,
         **settings: Any,
     ) -> None:
         super().__init__(**settings)
@@ -50,6 +62,9 @@ class AnthropicProvider(Provider):
         except ImportError:
             raise missing_sdk("anthropic", "anthropic") from None
         self._anthropic = anthropic
+        self.anthropic_version = anthropic_version
+        # Older versions sort as strings ("2023-06-01" < "2026-10-21").
+        self.sampling = anthropic_version is not None and anthropic_version <= SAMPLING_VERSION
         self.api_key = api_key
         self.base_url = base_url
         self.transport = transport
@@ -64,7 +79,21 @@ class AnthropicProvider(Provider):
         if self.base_url:
             kwargs["base_url"] = self.base_url
         kwargs["http_client"] = sdk_http_client(self._anthropic, self.transport)
+        if self.anthropic_version:
+            kwargs["default_headers"] = {"anthropic-version": self.anthropic_version}
         return self._anthropic.AsyncAnthropic(**kwargs)
+
+    def unsent_params(self, names: Iterable[str]) -> list[str]:
+        taken = _TAKEN | _SAMPLING if self.sampling else _TAKEN
+        return sorted(name for name in names if name not in taken and name != "stop")
+
+    def params_note(self) -> str:
+        if self.sampling:
+            return ""
+        return (
+            f"the Messages API since version 2026-10-21 takes no temperature, top_p or top_k; "
+            f"for a model that still does, set options: {{anthropic_version: '{SAMPLING_VERSION}'}}"
+        )
 
     def _ensure_client(self) -> Any:
         if self._client is None:
@@ -77,7 +106,10 @@ class AnthropicProvider(Provider):
 
     async def generate(self, request: Request) -> Response:
         self._ensure_client()
-        message = await self._client.messages.create(**to_messages_params(request))
+        body = to_messages_params(request, sampling=self.sampling)
+        named = {k: v for k, v in body.items() if k not in _SAMPLING}
+        extra = {k: v for k, v in body.items() if k in _SAMPLING}  # not in the SDK's signature
+        message = await self._client.messages.create(**named, extra_body=extra or None)
         return _response(message)
 
     def classify_error(self, exc: BaseException) -> tuple[ErrorKind, float | None]:
@@ -89,14 +121,15 @@ class AnthropicProvider(Provider):
             self._client = None
 
 
-def to_messages_params(request: Request) -> dict[str, Any]:
+def to_messages_params(request: Request, *, sampling: bool = False) -> dict[str, Any]:
     """The Messages API body for a neutral request (also used to build batch requests)."""
     system = "\n\n".join(m["content"] for m in request.messages if m["role"] == "system")
     params = dict(request.params)
     if "stop" in params:
         stop = params.pop("stop")
         params["stop_sequences"] = [stop] if isinstance(stop, str) else stop
-    body: dict[str, Any] = {k: v for k, v in params.items() if k in _TAKEN}
+    taken = _TAKEN | _SAMPLING if sampling else _TAKEN
+    body: dict[str, Any] = {k: v for k, v in params.items() if k in taken}
     body.setdefault("max_tokens", DEFAULT_MAX_TOKENS)
     body["model"] = request.model
     body["messages"] = [m for m in request.messages if m["role"] != "system"]

@@ -9,7 +9,8 @@ third-party package through the `trialrun.providers` entry-point group.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterable
 from importlib import metadata
 from typing import Any, ClassVar
 
@@ -38,10 +39,21 @@ class Provider:
             return exc.kind, exc.retry_after
         if isinstance(exc, asyncio.TimeoutError | TimeoutError | ConnectionError):
             return "retryable", None
+        if is_transport_error(exc):
+            return "retryable", None
         return "final", None
 
     def max_concurrency(self) -> int:
         return 64
+
+    def unsent_params(self, names: Iterable[str]) -> list[str]:
+        """Which of these sampling params this provider cannot send: they are left out of its
+        requests and of the records' `params`, and the run warns once."""
+        return []
+
+    def params_note(self) -> str:
+        """One clause on why params are left out, or how to send them, for that warning."""
+        return ""
 
     def count_tokens(self, text: str) -> int | None:
         """Exact token count of `text` when a cheap offline tokenizer is at hand, else None."""
@@ -53,6 +65,24 @@ class Provider:
 
     async def aclose(self) -> None:
         return None
+
+
+# Transport errors of the HTTP clients the SDKs run on (dropped connections, bodies cut off,
+# resets): the request may not have been answered, so it is retried.
+_TRANSPORT_ERRORS = (
+    ("aiohttp", "ClientError"),
+    ("httpx", "TransportError"),
+    ("httpx2", "TransportError"),
+)
+
+
+def is_transport_error(exc: BaseException) -> bool:
+    for module_name, class_name in _TRANSPORT_ERRORS:
+        module = sys.modules.get(module_name)
+        cls = getattr(module, class_name, None) if module is not None else None
+        if isinstance(cls, type) and isinstance(exc, cls):
+            return True
+    return False
 
 
 def kind_of_status(status: int) -> ErrorKind:

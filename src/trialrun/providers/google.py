@@ -7,6 +7,7 @@ assistant turns become `model` turns, `max_tokens` becomes `max_output_tokens`, 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from trialrun.errors import ErrorKind
@@ -64,6 +65,10 @@ class GoogleProvider(Provider):
 
     def max_concurrency(self) -> int:
         return self.concurrency
+
+    def unsent_params(self, names: Iterable[str]) -> list[str]:
+        mapped = {"top_logprobs", "logprobs"}
+        return sorted(n for n in names if _RENAMED.get(n, n) not in _TAKEN and n not in mapped)
 
     def _make_client(self) -> Any:
         options = self._types.HttpOptions(
