@@ -1,7 +1,7 @@
 """Local HTTP servers that speak the OpenAI, Anthropic and Gemini wire formats, with faults.
 
 A `FakeServer` listens on 127.0.0.1 on a free port, in a thread of its own (or, for
-benchmarks, as its own process: `python -m trialrun.testing.fake_servers --help`). The
+benchmarks, as its own process: `python -m trialrun.testing --help`). The
 official SDKs talk to it as to the real service; its answers come from the mock
 provider's `answer`, so they are deterministic and differ by model, prompt and params.
 
@@ -573,7 +573,7 @@ def _parse_faults(text: str) -> Faults:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m trialrun.testing.fake_servers",
+        prog="python -m trialrun.testing",
         description="Serve a fake provider API on 127.0.0.1 until interrupted; prints its base URL.",
     )
     parser.add_argument("--kind", choices=["openai", "anthropic", "google"], default="openai")
@@ -600,7 +600,3 @@ def main(argv: list[str] | None = None) -> None:
         pass
     finally:
         server.stop()
-
-
-if __name__ == "__main__":
-    main()
