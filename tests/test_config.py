@@ -326,12 +326,6 @@ def test_planned_keys_say_they_are_planned(key: str, value: object) -> None:
     assert "planned" in message
 
 
-def test_batch_mode_says_it_is_planned() -> None:
-    message = config_error(base_config(mode="batch"))
-    assert "key 'mode'" in message
-    assert "planned" in message
-
-
 def test_unknown_mode_is_rejected_as_a_wrong_value() -> None:
     message = config_error(base_config(mode="turbo"))
     assert "key 'mode'" in message

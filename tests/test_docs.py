@@ -28,6 +28,7 @@ EXPORTED = {
     "resume",
     "run",
     "run_prepared",
+    "collect",
 }
 
 

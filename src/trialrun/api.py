@@ -25,7 +25,13 @@ from trialrun.config import (
     validate,
 )
 from trialrun.dataset import load_items
-from trialrun.errors import RunIncomplete, RunNotFoundError, StoreError
+from trialrun.errors import ConfigError, RunIncomplete, RunNotFoundError, StoreError
+from trialrun.executor.batch import (
+    CollectReport,
+    check_batch_support,
+    collect_runs,
+    leave_batches,
+)
 from trialrun.executor.cache import ResponseCache, cache_dir
 from trialrun.executor.realtime import ExperimentRun, execute
 from trialrun.export import RESULTS_NAME, ResultsFile
@@ -198,6 +204,8 @@ class Run:
                 "rate_per_s": rate,
                 "eta_s": left / rate if rate > 0 and left else None,
                 "events": store.events(10),
+                "mode": store.meta().get("mode", "realtime"),
+                "batches": store.batches(),
             }
         finally:
             store.close()
@@ -270,6 +278,7 @@ def _fill_run_folder(prepared: Prepared, run_id: str, folder: Path) -> None:
         "limit": prepared.limit,
         "created_at": utcnow(),
         "hashes": hashes,
+        "mode": experiment.mode,
     }
     store = Store.create(folder / DB_NAME)
     try:
@@ -310,6 +319,9 @@ class Observer:
 
     def warn(self, message: str) -> None: ...
 
+    def collected(self, run: ExperimentRun, report: CollectReport) -> None:
+        """A batch-mode collect pass over `run` ended."""
+
     def finished(self) -> None: ...
 
 
@@ -321,23 +333,35 @@ def run(
     shard: Shard | str | None = None,
     limit: int | None = None,
     observer: Observer | None = None,
+    wait: bool = False,
 ) -> Run:
-    """Run one experiment to the end and return its run folder."""
+    """Run one experiment to the end and return its run folder.
+
+    In batch mode (`mode: batch`) it submits the first stage and returns, unless `wait`:
+    then it collects until the run is finished."""
     prepared = load(config, overrides, mock=mock, shard=shard, limit=limit)
-    return run_prepared([prepared], observer)[0]
+    return run_prepared([prepared], observer, wait=wait)[0]
 
 
-def run_prepared(prepared: Sequence[Prepared], observer: Observer | None = None) -> list[Run]:
+def run_prepared(
+    prepared: Sequence[Prepared], observer: Observer | None = None, *, wait: bool = False
+) -> list[Run]:
     """Create a run folder for each prepared experiment and run them all in this process.
 
     Each `Prepared` is consumed: its items are released once they are in the run's store,
     so memory does not hold the dataset twice.
     """
+    runs = create_runs(prepared)
+    _execute(runs, observer or Observer(), wait=wait)
+    return runs
+
+
+def create_runs(prepared: Sequence[Prepared]) -> list[Run]:
+    """A run folder for each prepared experiment (its items are released once stored)."""
     runs = []
     for p in prepared:
         runs.append(create_run(p))
         p.items.clear()
-    _execute(runs, observer or Observer())
     return runs
 
 
@@ -347,21 +371,96 @@ def resume(
     retry_failed: bool = False,
     runs_dir: str | Path = "runs",
     observer: Observer | None = None,
+    mode: str | None = None,
+    wait: bool = False,
 ) -> Run:
-    """Finish a stopped or crashed run: in-flight work is redone, finished work never re-sent."""
+    """Finish a stopped or crashed run: in-flight work is redone, finished work never re-sent.
+
+    `mode` switches a live run between `realtime` and `batch`: to real time, its requests
+    still in batches are cancelled at the provider (best effort) and left behind; to
+    batch, its remaining trials go to batches. A batch-mode run makes one collect pass
+    (or, with `wait`, collects until finished)."""
     target = ref if isinstance(ref, Run) else open_run(ref, runs_dir)
-    _execute([target], observer or Observer(), retry_failed=retry_failed)
+    if mode is not None and mode not in ("realtime", "batch"):
+        raise ConfigError(f"mode={mode}: expected mode=realtime or mode=batch")
+    _execute([target], observer or Observer(), retry_failed=retry_failed, mode=mode, wait=wait)
     return target
 
 
-def _execute(runs: list[Run], observer: Observer, *, retry_failed: bool = False) -> None:
-    locks = [_lock(r.path) for r in runs]
+def resume_many(
+    runs: Sequence[Run],
+    *,
+    retry_failed: bool = False,
+    observer: Observer | None = None,
+    mode: str | None = None,
+    wait: bool = False,
+) -> None:
+    """`resume` for several runs at once, in this one process (sharing limits and cache)."""
+    _execute(list(runs), observer or Observer(), retry_failed=retry_failed, mode=mode, wait=wait)
+
+
+def detach(runs: Sequence[Run]) -> int:
+    """Finish `runs` in a background process that outlives this one; returns its pid.
+
+    Its output goes to `detached.log` in the first run's folder."""
+    import subprocess
+    import sys
+
+    log = (runs[0].path / "detached.log").open("ab")
+    command = [sys.executable, "-m", "trialrun", "resume", *(str(r.path) for r in runs)]
+    process = subprocess.Popen(
+        [*command, "--wait", "--quiet"],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,  # not killed with this terminal's process group
+        close_fds=True,
+    )
+    log.close()
+    return process.pid
+
+
+def collect(
+    ref: str | Path | Run | None = None,
+    *,
+    runs_dir: str | Path = "runs",
+    observer: Observer | None = None,
+    wait: bool = False,
+) -> Run:
+    """One idempotent step of a batch-mode run (or, with `wait`, steps until it is finished):
+    store what the provider finished, resubmit what failed or expired, submit next stages."""
+    target = ref if isinstance(ref, Run) else open_run(ref, runs_dir)
+    if target.meta().get("mode", "realtime") != "batch":
+        raise ConfigError(
+            f"{target.path}: a real-time run has no batches; continue it with "
+            f"`trialrun resume {target.path}` (or switch it: resume {target.path} mode=batch)"
+        )
+    _execute([target], observer or Observer(), wait=wait, busy_ok=True)
+    return target
+
+
+def _execute(
+    runs: list[Run],
+    observer: Observer,
+    *,
+    retry_failed: bool = False,
+    mode: str | None = None,
+    wait: bool = False,
+    busy_ok: bool = False,
+) -> None:
+    try:
+        locks = [_lock(r.path) for r in runs]
+    except RunBusy:
+        if busy_ok:  # cron or a second shell: the holder is doing the work
+            observer.warn(f"{runs[0].path}: another trialrun is working on this run; nothing to do")
+            return
+        raise
     caches: dict[Path, ResponseCache] = {}
     opened: list[tuple[ExperimentRun, ResultsFile]] = []
     try:
         for target in runs:
-            opened.append(_open_for_execution(target, caches, observer, retry_failed))
-        interrupted = asyncio.run(_main([e for e, _ in opened]))
+            opened.append(_open_for_execution(target, caches, observer, retry_failed, mode))
+        interrupted = asyncio.run(_main([e for e, _ in opened], observer, wait))
     finally:
         for experiment_run, results in opened:
             experiment_run.store.reset_running()
@@ -376,11 +475,19 @@ def _execute(runs: list[Run], observer: Observer, *, retry_failed: bool = False)
 
 
 def _open_for_execution(
-    target: Run, caches: dict[Path, ResponseCache], observer: Observer, retry_failed: bool
+    target: Run,
+    caches: dict[Path, ResponseCache],
+    observer: Observer,
+    retry_failed: bool,
+    mode: str | None = None,
 ) -> tuple[ExperimentRun, ResultsFile]:
     store = target.store(readonly=False)
     meta = store.meta()
     experiment = Experiment.model_validate(meta["experiment"])
+    stored_mode = meta.get("mode", experiment.mode)
+    if mode is not None and mode != stored_mode:
+        store.set_meta({"mode": mode})
+        store.add_event("mode", f"switched from {stored_mode} to {mode}")
     store.reset_running(include_failed=retry_failed)
     results = ResultsFile(target.path / RESULTS_NAME)
     results.rewrite(store)
@@ -406,14 +513,30 @@ def _open_for_execution(
         id_field=meta["id_field"],
         on_commit=on_commit,
         reuse_attempts=store.has_attempts(),
+        mode=mode or stored_mode,
+        switched=mode is not None and mode != stored_mode,
     )
+    if experiment_run.mode == "batch":
+        check_batch_support(experiment_run.routes, str(target.path))
     return experiment_run, results
 
 
-async def _main(runs: list[ExperimentRun]) -> bool:
+async def _main(runs: list[ExperimentRun], observer: Observer, wait: bool) -> bool:
     """Run everything; a SIGINT or SIGTERM stops cleanly. Returns True when interrupted."""
     stop = asyncio.Event()
-    task = asyncio.create_task(execute(runs, stop))
+    realtime = [r for r in runs if r.mode == "realtime"]
+    batched = [r for r in runs if r.mode == "batch"]
+
+    async def both() -> None:
+        for run in realtime:
+            if run.switched:
+                for note in await leave_batches(run):
+                    observer.warn(note)
+        await asyncio.gather(
+            execute(realtime, stop), collect_runs(batched, stop, wait, observer.collected)
+        )
+
+    task = asyncio.create_task(both())
     loop = asyncio.get_running_loop()
 
     def on_signal() -> None:
@@ -460,6 +583,10 @@ def _raise_if_incomplete(
 # ------------------------------------------------------------------ locking
 
 
+class RunBusy(StoreError):
+    """Another process holds the run's lock."""
+
+
 def _lock(folder: Path) -> Any:
     handle = (folder / "run.lock").open("a+")
     try:
@@ -468,7 +595,7 @@ def _lock(folder: Path) -> Any:
         handle.seek(0)
         owner = handle.read().strip() or "another process"
         handle.close()
-        raise StoreError(
+        raise RunBusy(
             f"{folder}: this run is already running (pid {owner}); wait for it "
             "or stop that process first"
         ) from None
@@ -497,13 +624,18 @@ __all__ = [
     "Observer",
     "Prepared",
     "Run",
+    "RunBusy",
+    "collect",
     "create_run",
+    "create_runs",
+    "detach",
     "list_runs",
     "load",
     "load_many",
     "open_run",
     "plan_summary",
     "resume",
+    "resume_many",
     "run",
     "run_prepared",
 ]

@@ -154,6 +154,23 @@ class MockConfig(StrictModel):
     """Retry-After sent with injected 429s."""
     concurrency: int = Field(default=256, ge=1)
     """Default concurrency of mock models when `limits` names none."""
+    batch_delay_s: float = Field(default=0.0, ge=0)
+    """Batch mode: seconds from submission until a mock batch has ended."""
+    batch_errors: float = Field(default=0.0, ge=0, le=1)
+    """Batch mode: probability that a request in a mock batch comes back as an error."""
+    batch_expire: float = Field(default=0.0, ge=0, le=1)
+    """Batch mode: probability that a request is left unprocessed when its mock batch expires."""
+
+
+class BatchConfig(StrictModel):
+    poll_min_s: float = Field(default=10.0, gt=0)
+    """`collect --wait`: first wait between polls; it grows while nothing changes."""
+    poll_max_s: float = Field(default=300.0, gt=0)
+    """`collect --wait`: longest wait between polls."""
+    max_requests: int | None = Field(default=None, ge=1)
+    """Requests per batch at most, below the provider's own limit (which always applies)."""
+    max_bytes: int | None = Field(default=None, ge=1)
+    """Bytes of requests per batch at most, below the provider's own limit."""
 
 
 class PriceConfig(StrictModel):
@@ -189,8 +206,10 @@ class Experiment(StrictModel):
     """One user message template per extra turn; turn k+1 sees the answers of turns 1..k."""
     params: dict[str, Any] = Field(default_factory=lambda: {"max_tokens": 512})
     """Sampling params sent to every model."""
-    mode: Literal["realtime"] = "realtime"
-    """How trials run: `realtime` (batch mode is planned)."""
+    mode: Literal["realtime", "batch"] = "realtime"
+    """`realtime` calls the APIs now; `batch` submits to the providers' batch APIs (half price, results within 24 h), one stage per turn."""
+    batch: BatchConfig = Field(default_factory=lambda: BatchConfig())
+    """Batch mode: polling and per-batch limits."""
     limits: dict[str, LimitConfig] = Field(default_factory=dict)
     """Rate limits per provider name (`openai`, `anthropic`, `mock`, ...), shared by every experiment in the process."""
     retry: RetryConfig = Field(default_factory=RetryConfig)
@@ -308,8 +327,6 @@ def validate(raw: dict[str, Any], source: str) -> Experiment:
                 f"{source}: key '{key}' ({what}) is planned but not in this version of "
                 "trialrun yet; remove it"
             )
-    if raw.get("mode") == "batch":
-        raise ConfigError(f"{source}: key 'mode': batch mode is planned; use mode: realtime")
     try:
         return Experiment.model_validate(raw)
     except ValidationError as exc:

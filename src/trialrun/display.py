@@ -18,6 +18,8 @@ from rich.progress import (
 from rich.table import Table
 
 from trialrun.api import Observer, Run
+from trialrun.executor.batch import CollectReport
+from trialrun.executor.realtime import ExperimentRun
 
 
 class ProgressObserver(Observer):
@@ -62,6 +64,14 @@ class ProgressObserver(Observer):
         self.console.print("[yellow]warning:[/yellow] ", end="")
         self.console.print(message, markup=False, highlight=False)
 
+    def collected(self, run: ExperimentRun, report: CollectReport) -> None:
+        for note in report.notes:
+            self.warn(note)
+        if report.changed or not report.open_batches:
+            self.progress.console.print(
+                f"{run.run_id}: {report.line()}", markup=False, highlight=False
+            )
+
     def finished(self) -> None:
         if self.tasks:
             self.progress.stop()
@@ -99,9 +109,17 @@ def _usd(value: float | None) -> str:
 
 def print_summary(run: Run, console: Console) -> None:
     counts = run.counts()
-    console.print(summary_table(run))
+    if counts["done"] + counts["failed"]:
+        console.print(summary_table(run))
     left = counts["pending"] + counts["running"]
     tail = f", {left} pending" if left else ""
     console.print(
         f"{counts['done']} done, {counts['failed']} failed{tail} → [bold]{run.path}[/bold]"
     )
+    if left and run.meta().get("mode") == "batch":
+        console.print(
+            f"batches are out; results come within 24 h. Collect them with "
+            f"[bold]trialrun collect {run.path} --wait[/bold], or run "
+            f"`trialrun collect {run.path}` from cron: each call stores what finished and "
+            "submits the next stage."
+        )

@@ -14,6 +14,7 @@ from typing import Any
 from trialrun import providers, secrets
 from trialrun.config import SAMPLING_PARAMS, Experiment, ModelConfig, resolve_env
 from trialrun.errors import ConfigError
+from trialrun.executor.cache import cache_dir
 from trialrun.executor.realtime import ModelRoute
 from trialrun.pricing import Price, lookup
 
@@ -46,6 +47,12 @@ def check_models(experiment: Experiment, mock: bool, source: str) -> None:
         providers.base.check_known(entry.provider, f"{where}.model")
         settings = resolve_settings(entry, where)
         _check_key(entry, settings, where)
+        factory = providers.base.provider_class(entry.provider)
+        if experiment.mode == "batch" and getattr(factory, "batch_limits", None) is None:
+            raise ConfigError(
+                f"{where} ({entry.model}): trialrun has no batch API for provider "
+                f"'{entry.provider}'; use mode: realtime, or put this model in another experiment"
+            )
 
 
 def _check_key(entry: ModelConfig, settings: dict[str, Any], where: str) -> None:
@@ -68,14 +75,14 @@ def build_routes(
     routes = {}
     for index, entry in enumerate(experiment.models):
         if swapped(entry.provider, mock):  # a dry run: no keys, no server, costs 0
-            provider = providers.create("mock", **experiment.mock.model_dump())
+            provider = _mock(experiment)
             routes[entry.label] = ModelRoute(
                 entry, provider, "mock", entry.provider, None, entry.options
             )
             continue
         settings = resolve_settings(entry, f"models[{index}]")
         if entry.provider == "mock":
-            provider = providers.create("mock", **experiment.mock.model_dump())
+            provider = _mock(experiment)
             price = None
         else:
             provider = providers.create(
@@ -101,6 +108,12 @@ def build_routes(
             _unsent(experiment, entry, provider, warn),
         )
     return routes
+
+
+def _mock(experiment: Experiment) -> providers.Provider:
+    """A mock provider; its simulated batches live beside the response cache."""
+    batch_dir = cache_dir(experiment.cache.dir) / "mock-batches"
+    return providers.create("mock", **experiment.mock.model_dump(), batch_dir=str(batch_dir))
 
 
 def _unsent(

@@ -23,13 +23,14 @@ def cli() -> None:
       trialrun run my.yaml --mock                 # dry-run any config offline
       trialrun status                             # progress of the latest run
       trialrun resume                             # finish a stopped or crashed run
+      trialrun collect --wait                     # batch mode: collect until finished
     """
 
 
 def register() -> None:
-    from trialrun.cli import doctor, export, ls, plan, resume, run, status
+    from trialrun.cli import collect, doctor, export, ls, plan, resume, run, status
 
-    for module in (run, plan, status, resume, export, ls, doctor):
+    for module in (run, plan, status, resume, collect, export, ls, doctor):
         cli.add_command(module.command)
 
 

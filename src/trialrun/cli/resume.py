@@ -7,18 +7,41 @@ import click
 from trialrun import api
 from trialrun.cli.common import runs_dir_option, stdout
 from trialrun.display import ProgressObserver, print_summary
+from trialrun.errors import UsageError
 
 
-@click.command("resume")
-@click.argument("run", required=False)
+@click.command("resume", context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, metavar="[RUN...] [mode=realtime|batch]")
 @click.option("--retry-failed", is_flag=True, help="Also run again the trials that failed.")
+@click.option("--wait", is_flag=True, help="Batch mode: collect until the run is finished.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @runs_dir_option
-def command(run: str | None, retry_failed: bool, quiet: bool, runs_dir: str) -> None:
-    """Continue a stopped or crashed RUN (a folder or id; default: the latest).
+def command(
+    args: tuple[str, ...], retry_failed: bool, wait: bool, quiet: bool, runs_dir: str
+) -> None:
+    """Continue stopped or crashed RUNs (folders or ids; default: the latest), in one process.
 
     Work in flight at the stop is redone; committed results are never sent again.
+    `mode=realtime` finishes a batch run's stragglers in real time (their batches are
+    cancelled at the provider where possible, and the run says which); `mode=batch`
+    moves a real-time run's remaining trials to batches.
+
+    \b
+    Examples:
+      trialrun resume                                  # the latest run
+      trialrun resume runs/pilot-20261123-101500-ab12 mode=realtime
     """
+    runs = [arg for arg in args if "=" not in arg]
+    mode = None
+    for arg in args:
+        if "=" in arg:
+            key, _, value = arg.partition("=")
+            if key != "mode" or value not in ("realtime", "batch"):
+                raise UsageError(f"'{arg}': resume takes only mode=realtime or mode=batch")
+            mode = value
     observer = api.Observer() if quiet else ProgressObserver()
-    target = api.resume(run, retry_failed=retry_failed, runs_dir=runs_dir, observer=observer)
-    print_summary(target, stdout())
+    targets = [api.open_run(ref, runs_dir) for ref in runs] or [api.open_run(None, runs_dir)]
+    api.resume_many(targets, retry_failed=retry_failed, observer=observer, mode=mode, wait=wait)
+    console = stdout()
+    for target in targets:
+        print_summary(target, console)

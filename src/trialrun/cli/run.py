@@ -24,6 +24,14 @@ from trialrun.display import ProgressObserver, print_summary
 @click.option("--shard", metavar="I/N", help="Run only shard I of N (0 <= I < N), a stable 1/N.")
 @click.option("--limit", type=click.IntRange(min=1), help="Run only the first N trials.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option(
+    "--wait", is_flag=True, help="Batch mode: collect until finished instead of returning."
+)
+@click.option(
+    "--detach",
+    is_flag=True,
+    help="Check and create the run folders, then finish them in a background process.",
+)
 def command(
     args: tuple[str, ...],
     mock: bool,
@@ -31,6 +39,8 @@ def command(
     shard: str | None,
     limit: int | None,
     quiet: bool,
+    wait: bool,
+    detach: bool,
 ) -> None:
     """Run experiments: each CONFIG becomes a run folder; all run in this one process.
 
@@ -43,13 +53,25 @@ def command(
       trialrun run exp.yaml repeats=5 --mock
       trialrun run a.yaml b.yaml c.yaml             # three experiments, one process
       trialrun run exp.yaml --multirun dataset.path=a.jsonl,b.jsonl
+      trialrun run exp.yaml mode=batch              # submit batches at half price, return
+      trialrun run exp.yaml --detach                # return now; the work goes on
     """
     configs, overrides = split_args(args)
     prepared = api.load_many(
         configs, overrides, multirun=multirun, mock=mock, shard=shard, limit=limit
     )
-    observer = api.Observer() if quiet else ProgressObserver()
-    runs = api.run_prepared(prepared, observer)
     console = stdout()
+    if detach:
+        runs = api.create_runs(prepared)
+        pid = api.detach(runs)
+        for run in runs:
+            console.print(f"[bold]{run.path}[/bold]")
+        console.print(
+            f"detached: process {pid} finishes {'these runs' if len(runs) > 1 else 'it'} "
+            f"(log: {runs[0].path / 'detached.log'}); follow with `trialrun status RUN`"
+        )
+        return
+    observer = api.Observer() if quiet else ProgressObserver()
+    runs = api.run_prepared(prepared, observer, wait=wait)
     for run in runs:
         print_summary(run, console)

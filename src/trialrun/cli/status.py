@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import click
 from rich.table import Table
 
@@ -27,6 +30,8 @@ def command(run: str | None, runs_dir: str) -> None:
             else "stopped (trialrun resume to continue)"
         )
     )
+    if info["mode"] == "batch" and state.startswith("stopped"):
+        state = "batch mode: `trialrun collect` to advance"
     console.print(f"[bold]{info['run_id']}[/bold]  {state}")
     table = Table(show_header=True)
     for column in ("pending", "running", "done", "failed", "total"):
@@ -43,5 +48,37 @@ def command(run: str | None, runs_dir: str) -> None:
     )
     if info["eta_s"] is not None:
         console.print(f"rate {info['rate_per_s']:.1f} trials/s, ETA {info['eta_s']:.0f} s")
+    if info["batches"]:
+        console.print(_batch_table(info["batches"]))
     for at, kind, detail in info["events"]:
         console.print(f"  {at}  {kind}: {detail}")
+
+
+def _batch_table(batches: list[dict[str, Any]]) -> Table:
+    table = Table(title="batches", title_justify="left")
+    for column in ("batch", "provider", "stage", "state", "requests", "counts", "age"):
+        table.add_column(column, justify="right" if column in ("stage", "requests") else "left")
+    now = time.time()
+    for batch in batches:
+        counts = ", ".join(f"{k} {v}" for k, v in batch["counts"].items() if v) or "-"
+        state = batch["state"]
+        if batch["provider_state"] and batch["provider_state"] != state and state != "abandoned":
+            state = f"{state} ({batch['provider_state']})"
+        table.add_row(
+            batch["batch_id"] or batch["tag"],
+            batch["lane"],
+            str(batch["stage"] + 1),
+            state,
+            f"{batch['requests']:,}",
+            counts,
+            _age(now - batch["created_unix"]),
+        )
+    return table
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

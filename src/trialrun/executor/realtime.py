@@ -71,6 +71,9 @@ class ExperimentRun:
     id_field: str
     on_commit: Callable[[list[tuple[str, str]]], None]
     reuse_attempts: bool = False
+    mode: str = "realtime"
+    switched: bool = False
+    """The mode changed on this resume (requests left in batches are to be dealt with)."""
     stopped_lanes: dict[str, str] = field(default_factory=dict)
     _last_flush: float = field(default_factory=time.monotonic)
 

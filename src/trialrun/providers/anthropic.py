@@ -19,6 +19,8 @@ from typing import Any, ClassVar
 
 from trialrun.errors import ErrorKind
 from trialrun.providers.base import (
+    BatchOutcome,
+    BatchStatus,
     Provider,
     classify_sdk_error,
     missing_sdk,
@@ -40,6 +42,9 @@ _FINISH = {
     "pause_turn": "stop",
 }
 DEFAULT_MAX_TOKENS = 1024
+_FINAL_ERRORS = frozenset(
+    {"invalid_request_error", "not_found_error", "permission_error", "authentication_error"}
+)
 
 
 @provider("anthropic")
@@ -114,6 +119,73 @@ class AnthropicProvider(Provider):
 
     def classify_error(self, exc: BaseException) -> tuple[ErrorKind, float | None]:
         return classify_sdk_error(self._anthropic, exc) or super().classify_error(exc)
+
+    # -- Message Batches -------------------------------------------------------------------
+
+    # "A Message Batch is limited to either 100,000 Message requests or 256 MB in size,
+    # whichever is reached first." https://docs.anthropic.com/en/docs/build-with-claude/batch-processing
+    batch_limits = (100_000, 256 * 1024 * 1024)
+
+    def batch_entry(self, custom_id: str, request: Request) -> dict[str, Any]:
+        return {
+            "custom_id": custom_id,
+            "params": to_messages_params(request, sampling=self.sampling),
+        }
+
+    async def submit_batch(self, entries: list[dict[str, Any]], metadata: dict[str, str]) -> str:
+        batch = await self._ensure_client().messages.batches.create(requests=entries)
+        return str(batch.id)
+
+    async def find_batch(
+        self, metadata: dict[str, str], requests: int, created_after: float, known: set[str]
+    ) -> str | None:
+        # Message Batches carry no metadata: a batch of this size, created since the
+        # submission began and not yet known to the run, is the one it lost.
+        async for batch in self._ensure_client().messages.batches.list(limit=100):
+            if batch.created_at.timestamp() < created_after:
+                return None
+            counts = batch.request_counts
+            total = (
+                counts.processing
+                + counts.succeeded
+                + counts.errored
+                + counts.canceled
+                + counts.expired
+            )
+            if batch.id not in known and total == requests:
+                return str(batch.id)
+        return None
+
+    async def poll_batch(self, batch_id: str) -> BatchStatus:
+        batch = await self._ensure_client().messages.batches.retrieve(batch_id)
+        counts = batch.request_counts.model_dump()
+        note = None
+        if counts.get("expired"):
+            note = f"expired with {counts['expired']} requests unprocessed"
+        elif counts.get("canceled"):
+            note = f"cancelled with {counts['canceled']} requests unprocessed"
+        return BatchStatus(
+            batch.processing_status == "ended", str(batch.processing_status), counts, note
+        )
+
+    async def batch_results(self, batch_id: str) -> list[BatchOutcome]:
+        outcomes = []
+        async for entry in await self._ensure_client().messages.batches.results(batch_id):
+            result = entry.result
+            if result.type == "succeeded":
+                outcomes.append(BatchOutcome(entry.custom_id, response=_response(result.message)))
+            elif result.type == "errored":
+                error = result.error.error
+                kind: ErrorKind = "final" if error.type in _FINAL_ERRORS else "retryable"
+                outcomes.append(
+                    BatchOutcome(entry.custom_id, error=f"{error.type}: {error.message}", kind=kind)
+                )
+            else:  # expired or canceled before it ran
+                outcomes.append(BatchOutcome(entry.custom_id, unprocessed=True))
+        return outcomes
+
+    async def cancel_batch(self, batch_id: str) -> None:
+        await self._ensure_client().messages.batches.cancel(batch_id)
 
     async def aclose(self) -> None:
         if self._client is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, ClassVar
 
@@ -18,6 +19,33 @@ from trialrun.errors import ConfigError, ErrorKind, ProviderError
 from trialrun.types import Request, Response
 
 ENTRY_POINT_GROUP = "trialrun.providers"
+
+
+@dataclass(slots=True)
+class BatchStatus:
+    """A provider batch as last polled, in neutral terms."""
+
+    ended: bool
+    """Processing is over (completed, expired, cancelled or failed): its results can be read."""
+    raw: str
+    """The provider's own state word (`in_progress`, `completed`, `ended`, ...)."""
+    counts: dict[str, int] = field(default_factory=dict)
+    note: str | None = None
+    """Why it ended early (expired, cancelled, failed), for the run's events and `status`."""
+    failed: bool = False
+    """The whole batch failed (validation, quota) and nothing in it ran."""
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    """One request's result in a finished batch."""
+
+    custom_id: str
+    response: Response | None = None
+    error: str | None = None
+    kind: ErrorKind = "retryable"
+    unprocessed: bool = False
+    """Expired or cancelled before it ran: resubmitted without counting an attempt."""
 
 
 class Provider:
@@ -65,6 +93,40 @@ class Provider:
 
     async def aclose(self) -> None:
         return None
+
+    # -- batch APIs (mode: batch); a provider without one keeps `batch_limits = None` --------
+
+    batch_limits: ClassVar[tuple[int, int] | None] = None
+    """(requests, bytes) one batch may hold at most, from the provider's documentation."""
+
+    def batch_entry(self, custom_id: str, request: Request) -> dict[str, Any]:
+        """One request as the provider's batch input takes it."""
+        raise NotImplementedError
+
+    def batch_group(self, request: Request) -> str:
+        """Requests of different groups never share a batch (OpenAI: one model per file)."""
+        return ""
+
+    async def submit_batch(self, entries: list[dict[str, Any]], metadata: dict[str, str]) -> str:
+        """Create a batch; return the provider's batch id."""
+        raise NotImplementedError
+
+    async def find_batch(
+        self, metadata: dict[str, str], requests: int, created_after: float, known: set[str]
+    ) -> str | None:
+        """The id of a batch this run submitted but never recorded (a crash right after the
+        provider accepted it), or None if the provider has none."""
+        raise NotImplementedError
+
+    async def poll_batch(self, batch_id: str) -> BatchStatus:
+        raise NotImplementedError
+
+    async def batch_results(self, batch_id: str) -> list[BatchOutcome]:
+        """Outcomes of an ended batch; requests it does not mention are resubmitted."""
+        raise NotImplementedError
+
+    async def cancel_batch(self, batch_id: str) -> None:
+        raise NotImplementedError
 
 
 # Transport errors of the HTTP clients the SDKs run on (dropped connections, bodies cut off,

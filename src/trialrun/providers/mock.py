@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+import os
 import random
+import time
+from pathlib import Path
 from typing import Any
 
 from trialrun.errors import ProviderError
 from trialrun.plan import canonical
-from trialrun.providers.base import Provider, provider
+from trialrun.providers.base import BatchOutcome, BatchStatus, Provider, provider
 from trialrun.types import Request, Response, Usage
 
 _OPENERS = {
@@ -54,9 +58,17 @@ class MockProvider(Provider):
         retry_after_s: float = 0.05,
         concurrency: int = 256,
         fault_seed: int = 0,
+        batch_delay_s: float = 0.0,
+        batch_errors: float = 0.0,
+        batch_expire: float = 0.0,
+        batch_dir: str | None = None,
         **settings: Any,
     ) -> None:
         super().__init__(**settings)
+        self.batch_delay_s = batch_delay_s
+        self.batch_errors = batch_errors
+        self.batch_expire = batch_expire
+        self.batch_dir = Path(batch_dir) if batch_dir else None
         self.latency_s = latency_s
         self.jitter_s = jitter_s
         self.errors = dict(errors or {})
@@ -104,6 +116,112 @@ class MockProvider(Provider):
             status=status,
             retry_after=retry_after,
         )
+
+    # -- a batch API, simulated offline ----------------------------------------------------
+    #
+    # Each submitted batch is a JSON file in `batch_dir` (under the response cache folder),
+    # so that a later `collect` process finds it as it would find a provider's batch. A
+    # batch ends `batch_delay_s` after submission; each request then fails with probability
+    # `batch_errors` or expires unprocessed with probability `batch_expire`, decided once
+    # from the batch and request ids.
+
+    batch_limits = (100_000, 256 * 1024 * 1024)  # the mock takes what Anthropic's API does
+
+    def batch_entry(self, custom_id: str, request: Request) -> dict[str, Any]:
+        return {
+            "custom_id": custom_id,
+            "model": request.model,
+            "messages": request.messages,
+            "params": request.params,
+            "options": request.options,
+        }
+
+    def _batch_path(self, batch_id: str) -> Path:
+        if self.batch_dir is None:
+            raise ProviderError("mock: batch mode needs a batch folder", kind="final")
+        return self.batch_dir / f"{batch_id}.json"
+
+    async def submit_batch(self, entries: list[dict[str, Any]], metadata: dict[str, str]) -> str:
+        digest = hashlib.sha256(canonical([metadata, time.time_ns()]).encode()).hexdigest()
+        batch_id = f"mockbatch_{digest[:20]}"
+        batch = {
+            "id": batch_id,
+            "created": time.time(),
+            "metadata": metadata,
+            "entries": entries,
+            "cancelled": False,
+        }
+        _write_json(self._batch_path(batch_id), batch)
+        return batch_id
+
+    async def find_batch(
+        self, metadata: dict[str, str], requests: int, created_after: float, known: set[str]
+    ) -> str | None:
+        if self.batch_dir is None or not self.batch_dir.exists():
+            return None
+        for path in sorted(self.batch_dir.glob("mockbatch_*.json")):
+            batch = json.loads(path.read_text())
+            if batch["metadata"] == metadata and batch["id"] not in known:
+                return str(batch["id"])
+        return None
+
+    def _read_batch(self, batch_id: str) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = json.loads(self._batch_path(batch_id).read_text())
+        except FileNotFoundError:
+            raise ProviderError(
+                f"mock: 404 no batch {batch_id}", kind="final", status=404
+            ) from None
+        return data
+
+    async def poll_batch(self, batch_id: str) -> BatchStatus:
+        batch = self._read_batch(batch_id)
+        total = len(batch["entries"])
+        if batch["cancelled"]:
+            return BatchStatus(True, "cancelled", {"total": total}, "cancelled")
+        if time.time() - batch["created"] < self.batch_delay_s:
+            return BatchStatus(False, "in_progress", {"total": total})
+        outcomes = [self._fate(batch_id, e["custom_id"]) for e in batch["entries"]]
+        counts = {fate: outcomes.count(fate) for fate in ("ok", "error", "expired")}
+        expired = counts["expired"] > 0
+        return BatchStatus(
+            True, "expired" if expired else "ended", counts, "expired" if expired else None
+        )
+
+    def _fate(self, batch_id: str, custom_id: str) -> str:
+        roll = _unit(f"{batch_id}/{custom_id}")
+        if roll < self.batch_expire:
+            return "expired"
+        if roll < self.batch_expire + self.batch_errors:
+            return "error"
+        return "ok"
+
+    async def batch_results(self, batch_id: str) -> list[BatchOutcome]:
+        batch = self._read_batch(batch_id)
+        outcomes = []
+        for entry in batch["entries"]:
+            custom_id = entry["custom_id"]
+            fate = "expired" if batch["cancelled"] else self._fate(batch_id, custom_id)
+            if fate == "expired":
+                outcomes.append(BatchOutcome(custom_id, unprocessed=True))
+            elif fate == "error":
+                outcomes.append(BatchOutcome(custom_id, error="mock: 500 batch request failed"))
+            else:
+                request = Request(entry["model"], entry["messages"], entry["params"])
+                outcomes.append(BatchOutcome(custom_id, response=answer(request)))
+        return outcomes
+
+    async def cancel_batch(self, batch_id: str) -> None:
+        batch = self._read_batch(batch_id)
+        batch["cancelled"] = True
+        _write_json(self._batch_path(batch_id), batch)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
 
 
 def answer(request: Request) -> Response:

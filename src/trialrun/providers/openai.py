@@ -10,15 +10,22 @@ from __future__ import annotations
 import functools
 from typing import Any, ClassVar
 
+import orjson
+
 from trialrun.errors import ErrorKind
 from trialrun.providers.base import (
+    BatchOutcome,
+    BatchStatus,
     Provider,
     classify_sdk_error,
+    kind_of_status,
     missing_sdk,
     provider,
     sdk_http_client,
 )
 from trialrun.types import Request, Response, Usage
+
+ENDPOINT = "/v1/chat/completions"
 
 # Chat-completions params the SDK takes by name; any other sampling param (top_k, min_p,
 # repetition_penalty, ...) goes in `extra_body`, which OpenAI-compatible servers read.
@@ -105,6 +112,92 @@ class OpenAIProvider(Provider):
 
     def classify_error(self, exc: BaseException) -> tuple[ErrorKind, float | None]:
         return classify_sdk_error(self._openai, exc) or super().classify_error(exc)
+
+    # -- Batch API -------------------------------------------------------------------------
+
+    # "The file can contain up to 50,000 requests, and can be up to 200 MB in size."
+    # https://platform.openai.com/docs/api-reference/batch/create (input_file_id)
+    batch_limits = (50_000, 200 * 1024 * 1024)
+
+    def batch_entry(self, custom_id: str, request: Request) -> dict[str, Any]:
+        named, extra = _split_params(request.params, official=self.base_url is None)
+        body = {"model": request.model, "messages": request.messages, **extra, **named}
+        return {"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": body}
+
+    def batch_group(self, request: Request) -> str:
+        return request.model  # "each input file can only include requests to a single model"
+
+    async def submit_batch(self, entries: list[dict[str, Any]], metadata: dict[str, str]) -> str:
+        client = self._ensure_client()
+        data = b"".join(orjson.dumps(entry) + b"\n" for entry in entries)
+        name = f"trialrun-{metadata.get('trialrun_tag', 'batch')}.jsonl"
+        upload = await client.files.create(file=(name, data), purpose="batch")
+        batch = await client.batches.create(
+            input_file_id=upload.id,
+            endpoint=ENDPOINT,
+            completion_window="24h",
+            metadata=metadata,
+        )
+        return str(batch.id)
+
+    async def find_batch(
+        self, metadata: dict[str, str], requests: int, created_after: float, known: set[str]
+    ) -> str | None:
+        async for batch in self._ensure_client().batches.list(limit=100):  # newest first
+            if batch.created_at < created_after:
+                return None
+            tags = batch.metadata or {}
+            if batch.id not in known and all(tags.get(k) == v for k, v in metadata.items()):
+                return str(batch.id)
+        return None
+
+    async def poll_batch(self, batch_id: str) -> BatchStatus:
+        batch = await self._ensure_client().batches.retrieve(batch_id)
+        counts = batch.request_counts.model_dump() if batch.request_counts else {}
+        status = str(batch.status)
+        ended = status in ("completed", "expired", "cancelled", "failed")
+        note = None
+        if status in ("expired", "cancelled"):
+            note = status
+        elif status == "failed":
+            errors = batch.errors.data if batch.errors and batch.errors.data else []
+            note = "failed: " + ("; ".join(str(e.message) for e in errors) or "no reason given")
+        return BatchStatus(ended, status, counts, note, failed=status == "failed")
+
+    async def batch_results(self, batch_id: str) -> list[BatchOutcome]:
+        client = self._ensure_client()
+        batch = await client.batches.retrieve(batch_id)
+        outcomes = []
+        for file_id in (batch.output_file_id, batch.error_file_id):
+            if not file_id:
+                continue
+            content = await client.files.content(file_id)
+            for line in content.text.splitlines():
+                if line.strip():
+                    outcomes.append(self._outcome(orjson.loads(line)))
+        return outcomes
+
+    def _outcome(self, line: dict[str, Any]) -> BatchOutcome:
+        custom_id = str(line["custom_id"])
+        response = line.get("response") or {}
+        error = line.get("error") or {}
+        status = response.get("status_code")
+        if status == 200:
+            completion = self._openai.types.chat.ChatCompletion.model_validate(response["body"])
+            return BatchOutcome(custom_id, response=_response(completion))
+        if error.get("code") in ("batch_expired", "batch_cancelled"):
+            return BatchOutcome(custom_id, unprocessed=True)
+        body_error = (response.get("body") or {}).get("error") or {}
+        message = body_error.get("message") or error.get("message") or "no reason given"
+        kind = kind_of_status(int(status)) if status else "retryable"
+        return BatchOutcome(
+            custom_id,
+            error=f"{status or error.get('code')}: {message}",
+            kind="final" if kind == "auth" else kind,
+        )
+
+    async def cancel_batch(self, batch_id: str) -> None:
+        await self._ensure_client().batches.cancel(batch_id)
 
     async def aclose(self) -> None:
         if self._client is not None:

@@ -1,0 +1,494 @@
+"""Batch mode: trials through the providers' batch APIs, one stage per turn.
+
+`collect_pass` is one idempotent step, safe to repeat from cron (the caller holds the
+run's lock):
+
+1. reconcile batches written `submitting` whose submission never recorded an id (a
+   crash after the provider accepted it): look them up by their tag, else resubmit;
+2. poll open batches; for each that ended, store every outcome in one transaction
+   (answers fill the response cache; errors are retried in a later batch up to
+   `retry.attempts`; expired or cancelled requests are resubmitted);
+3. advance: each pending trial with nothing out gets the request of its next turn,
+   built from the previous turn's request and answer (a cache hit is answered at
+   once); trials with every turn answered, or a turn failed, get their record;
+4. submit the ready requests, grouped per provider client and split by its limits.
+
+A trial moves to its next turn as soon as its previous answer is stored, so a late
+request never holds back trials that are ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from trialrun import secrets
+from trialrun.errors import ConfigError
+from trialrun.executor.cache import cache_key
+from trialrun.executor.realtime import (
+    ExperimentRun,
+    ModelRoute,
+    _commit,
+    _last_user,
+    _lookup,
+    _params,
+)
+from trialrun.plan import canonical
+from trialrun.providers.base import BatchOutcome, BatchStatus, Provider
+from trialrun.store import BATCH_OPEN, PendingTrial, utcnow
+from trialrun.types import Request, Response
+
+PAGE = 500
+
+
+@dataclass
+class CollectReport:
+    """What one pass did."""
+
+    reconciled: int = 0
+    resubmitted: int = 0
+    collected: int = 0
+    cache_hits: int = 0
+    submitted_batches: int = 0
+    submitted_requests: int = 0
+    open_batches: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        parts = []
+        if self.collected:
+            parts.append(f"{self.collected:,} results stored")
+        if self.cache_hits:
+            parts.append(f"{self.cache_hits:,} answered from the cache")
+        if self.submitted_batches:
+            parts.append(
+                f"{self.submitted_requests:,} requests submitted in {self.submitted_batches} "
+                f"batch{'es' if self.submitted_batches > 1 else ''}"
+            )
+        if self.reconciled:
+            parts.append(f"{self.reconciled} lost submissions found")
+        if self.resubmitted:
+            parts.append(f"{self.resubmitted} requests to resubmit")
+        parts.append(f"{self.open_batches} batch{'es' if self.open_batches != 1 else ''} out")
+        return "; ".join(parts)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.reconciled or self.collected or self.cache_hits or self.submitted_batches)
+
+
+def batch_capable(route: ModelRoute) -> bool:
+    return route.provider.batch_limits is not None
+
+
+async def collect_pass(run: ExperimentRun) -> CollectReport:
+    report = CollectReport()
+    await _reconcile(run, report)
+    await _poll(run, report)
+    _advance(run, report)
+    await _submit(run, report)
+    run.flush()
+    report.open_batches = len(run.store.batches(BATCH_OPEN))
+    return report
+
+
+# ------------------------------------------------------------------ 1. reconcile
+
+
+def _metadata(run: ExperimentRun, tag: str) -> dict[str, str]:
+    return {"trialrun_run": run.run_id, "trialrun_tag": tag}
+
+
+async def _reconcile(run: ExperimentRun, report: CollectReport) -> None:
+    store = run.store
+    for batch in store.batches(["submitting"]):
+        provider = run.routes[batch["model"]].provider
+        found = await provider.find_batch(
+            _metadata(run, batch["tag"]),
+            batch["requests"],
+            batch["created_unix"] - 600,  # clocks differ; ids already known are skipped
+            store.known_batch_ids(),
+        )
+        if found is not None:
+            store.batch_submitted(batch["tag"], found)
+            store.add_event("batch_reconciled", f"{batch['tag']} is {found} at {batch['lane']}")
+            report.reconciled += 1
+        else:
+            moved = store.abandon_batch(batch["tag"], "the provider never received it")
+            store.add_event(
+                "batch_resubmit",
+                f"{batch['tag']}: not at {batch['lane']}; {moved} requests resubmitted",
+            )
+            report.resubmitted += moved
+
+
+# ------------------------------------------------------------------ 2. poll and store
+
+
+async def _poll(run: ExperimentRun, report: CollectReport) -> None:
+    store = run.store
+    for batch in store.batches(["open"]):
+        route = run.routes[batch["model"]]
+        status = await route.provider.poll_batch(batch["batch_id"])
+        if not status.ended:
+            store.batch_polled(batch["tag"], status.raw, status.counts)
+            continue
+        outcomes = [] if status.failed else await route.provider.batch_results(batch["batch_id"])
+        _store_outcomes(run, route, batch, status, outcomes, report)
+
+
+def _store_outcomes(
+    run: ExperimentRun,
+    route: ModelRoute,
+    batch: dict[str, Any],
+    status: BatchStatus,
+    outcomes: list[BatchOutcome],
+    report: CollectReport,
+) -> None:
+    rows = run.store.batch_rows(batch["tag"])
+    attempts_allowed = run.experiment.retry.attempts
+    now = utcnow()
+    stored: list[tuple[str, str, str | None, str | None, int]] = []
+    if status.failed:  # nothing ran: every request is an error of this attempt
+        failure = secrets.redact(status.note or "the batch failed")
+        outcomes = [BatchOutcome(custom_id, error=failure) for custom_id in rows]
+    for outcome in outcomes:
+        row = rows.get(outcome.custom_id)
+        if row is None:
+            continue  # not ours, or already stored by an earlier pass
+        trial_id, turn, attempts, key, request_json = row
+        if outcome.unprocessed:
+            stored.append((outcome.custom_id, "ready", None, None, 0))
+            continue
+        attempt = attempts + 1
+        if outcome.response is not None:
+            response = outcome.response
+            response.attempts = attempt
+            if response.cost_usd is None and route.price is not None:
+                response.cost_usd = route.price.cost(response.usage, batch=True)
+            response_json = canonical(response.to_json())
+            run.store.add_attempt(
+                trial_id, turn, attempt, key, request_json, response_json, None, None,
+                None, response.usage.input, response.usage.output, response.cost_usd, False, now,
+            )  # fmt: skip
+            if run.cache is not None:
+                run.cache.put(key, response_json)
+            stored.append((outcome.custom_id, "done", response_json, None, 1))
+            report.collected += 1
+            continue
+        message = secrets.redact(outcome.error or "batch request failed")
+        run.store.add_attempt(
+            trial_id, turn, attempt, key, request_json, None, message, outcome.kind,
+            None, None, None, None, False, now,
+        )  # fmt: skip
+        if outcome.kind == "retryable" and attempt < attempts_allowed:
+            stored.append((outcome.custom_id, "ready", None, message, 1))
+        else:
+            suffix = f" (gave up after {attempt} attempts)" if outcome.kind == "retryable" else ""
+            stored.append(
+                (outcome.custom_id, "failed", None, f"turn {turn + 1}: {message}{suffix}", 1)
+            )
+        report.collected += 1
+    note = status.note
+    if note:
+        note = f"batch {batch['batch_id']} ({batch['lane']}) {note}"
+        run.store.add_event("batch_note", note)
+        report.notes.append(note)
+    run.store.end_batch(batch["tag"], status.raw, status.counts, stored, note)
+    if run.cache is not None:
+        run.cache.flush()
+
+
+# ------------------------------------------------------------------ 3. advance trials
+
+
+def _advance(run: ExperimentRun, report: CollectReport) -> None:
+    turn_count = run.experiment.turn_count()
+    while True:
+        hits_before = report.cache_hits
+        after = -1
+        while page := run.store.pending_without_open_request(after, PAGE):
+            after = page[-1][0].seq
+            continuing = [
+                t.trial_id for t, _, done, failed in page if 0 < done < turn_count and not failed
+            ]
+            last = run.store.last_done_turns(continuing)
+            rows = []
+            for trial, lane, done, failed in page:
+                if failed or done >= turn_count:
+                    _complete(run, trial)
+                    continue
+                row = _next_request(run, trial, lane, done, last.get(trial.trial_id), report)
+                if row is not None:
+                    rows.append(row)
+            run.store.add_batch_requests(rows)
+        run.flush()  # completed trials leave `pending` before the next sweep
+        if report.cache_hits == hits_before:
+            return
+
+
+def _next_request(
+    run: ExperimentRun,
+    trial: PendingTrial,
+    lane: str,
+    turn: int,
+    previous: tuple[int, str, str] | None,
+    report: CollectReport,
+) -> tuple[Any, ...] | None:
+    route = run.routes[trial.model]
+    requested = _params(run.experiment, route.config, trial)
+    params = {k: v for k, v in requested.items() if k not in route.unsent}
+    try:
+        messages = _messages(run, trial, turn, previous)
+    except Exception as exc:  # a template error fails this trial alone, as in real time
+        message = secrets.redact(str(exc))
+        custom_id = _custom_id(trial, turn)
+        error = f"turn {turn + 1}: {message}"
+        return (trial.trial_id, turn, custom_id, lane, "failed", "", "{}", None, 0, error)
+    model_id = route.config.model_id
+    key = cache_key(
+        route.provider_name, model_id, route.base_url, messages, requested, trial.repeat, turn
+    )
+    request_json = canonical({"model": model_id, "messages": messages, "params": params})
+    custom_id = _custom_id(trial, turn)
+    cached = _lookup(run, key)
+    if cached is not None:
+        response = Response.from_json(orjson.loads(cached))
+        response.cache_hit, response.attempts, response.latency_s, response.cost_usd = (
+            True,
+            0,
+            0.0,
+            0.0,
+        )
+        response_json = canonical(response.to_json())
+        run.store.add_attempt(
+            trial.trial_id, turn, 0, key, request_json, response_json, None, None, 0.0,
+            response.usage.input, response.usage.output, 0.0, True, utcnow(),
+        )  # fmt: skip
+        report.cache_hits += 1
+        return (
+            trial.trial_id,
+            turn,
+            custom_id,
+            lane,
+            "done",
+            key,
+            request_json,
+            response_json,
+            0,
+            None,
+        )
+    return (trial.trial_id, turn, custom_id, lane, "ready", key, request_json, None, 0, None)
+
+
+def _custom_id(trial: PendingTrial, turn: int) -> str:
+    return f"{trial.trial_id}_t{turn}"  # [A-Za-z0-9_-]{1,64}, as Anthropic requires
+
+
+def _messages(
+    run: ExperimentRun, trial: PendingTrial, turn: int, previous: tuple[int, str, str] | None
+) -> list[dict[str, str]]:
+    context: dict[str, Any] = {
+        "item": trial.item,
+        "grid": trial.grid,
+        **trial.grid,
+        "model": trial.model,
+        "repeat": trial.repeat,
+        "seed": trial.seed,
+        "turn": 1,
+        "turns": [],
+    }
+    if turn == 0:
+        return run.conversation.first_messages(context)
+    assert previous is not None and previous[0] == turn - 1, "turns are answered in order"
+    request = orjson.loads(previous[1])
+    answer = orjson.loads(previous[2])["response"]
+    messages: list[dict[str, str]] = [
+        *request["messages"],
+        {"role": "assistant", "content": answer},
+    ]
+    history = []
+    for index, message in enumerate(messages):
+        if message["role"] == "assistant":
+            history.append({"user": _last_user(messages[:index]), "response": message["content"]})
+    context["turn"], context["turns"] = turn + 1, history
+    return [*messages, run.conversation.followup(turn - 1, context)]
+
+
+def _complete(run: ExperimentRun, trial: PendingTrial) -> None:
+    turns: list[dict[str, Any]] = []
+    error = None
+    retries = 0
+    for response, request_error, attempts in run.store.trial_turns(trial.trial_id):
+        retries += max(attempts - 1, 0)
+        if response is None:
+            error = request_error or "the batch request failed"
+            break
+        turns.append(Response.from_json(orjson.loads(response)).to_json())
+    route = run.routes[trial.model]
+    requested = _params(run.experiment, route.config, trial)
+    params = {k: v for k, v in requested.items() if k not in route.unsent}
+    _commit(run, trial, trial.item, params, turns, error, retries, utcnow(), time.perf_counter())
+
+
+# ------------------------------------------------------------------ 4. submit
+
+
+async def _submit(run: ExperimentRun, report: CollectReport) -> None:
+    groups: dict[tuple[Any, ...], list[tuple[str, str, int, dict[str, Any]]]] = defaultdict(list)
+    for custom_id, label, turn, request_json in run.store.ready_requests():
+        route = run.routes[label]
+        if route.lane in run.stopped_lanes:
+            continue
+        data = orjson.loads(request_json)
+        request = Request(
+            data["model"], data["messages"], data["params"], route.base_url, route.options
+        )
+        provider = route.provider
+        key = (
+            route.lane,
+            route.base_url,
+            getattr(provider, "api_key", None),
+            provider.batch_group(request),
+        )
+        groups[key].append((custom_id, label, turn, provider.batch_entry(custom_id, request)))
+    for entries in groups.values():
+        label = entries[0][1]
+        route = run.routes[label]
+        for chunk in _chunks(entries, route.provider, run):
+            if route.lane in run.stopped_lanes:
+                break
+            await _submit_one(run, route, label, chunk, report)
+
+
+def _chunks(
+    entries: list[tuple[str, str, int, dict[str, Any]]], provider: Provider, run: ExperimentRun
+) -> list[list[tuple[str, str, int, dict[str, Any]]]]:
+    assert provider.batch_limits is not None
+    max_requests, max_bytes = provider.batch_limits
+    config = run.experiment.batch
+    max_requests = min(max_requests, config.max_requests or max_requests)
+    max_bytes = min(max_bytes, config.max_bytes or max_bytes)
+    chunks: list[list[tuple[str, str, int, dict[str, Any]]]] = [[]]
+    size = 0
+    for entry in entries:
+        entry_bytes = len(orjson.dumps(entry[3])) + 1
+        if chunks[-1] and (len(chunks[-1]) >= max_requests or size + entry_bytes > max_bytes):
+            chunks.append([])
+            size = 0
+        chunks[-1].append(entry)
+        size += entry_bytes
+    return [chunk for chunk in chunks if chunk]
+
+
+async def _submit_one(
+    run: ExperimentRun,
+    route: ModelRoute,
+    label: str,
+    chunk: list[tuple[str, str, int, dict[str, Any]]],
+    report: CollectReport,
+) -> None:
+    store = run.store
+    tag = f"b{uuid.uuid4().hex[:16]}"
+    custom_ids = [entry[0] for entry in chunk]
+    store.open_batch(tag, route.lane, label, min(entry[2] for entry in chunk), custom_ids)
+    try:
+        batch_id = await route.provider.submit_batch([e[3] for e in chunk], _metadata(run, tag))
+    except Exception as exc:
+        kind, _ = route.provider.classify_error(exc)
+        message = secrets.redact(str(exc)) or type(exc).__name__
+        if _refused(exc):  # the provider answered no: nothing was created
+            store.abandon_batch(tag, f"refused: {message}")
+            if kind == "auth":
+                run.stopped_lanes.setdefault(route.lane, message)
+            note = f"{route.lane}: submitting {len(chunk)} requests failed: {message}"
+        else:  # it may have been accepted: the next collect looks it up before resubmitting
+            note = f"{route.lane}: no answer to a submission of {len(chunk)} requests ({message}); the next collect reconciles it"
+        store.add_event("batch_submit_error", note)
+        report.notes.append(note)
+        return
+    store.batch_submitted(tag, batch_id)
+    report.submitted_batches += 1
+    report.submitted_requests += len(chunk)
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether an error is the provider's answer (an HTTP status), not a lost connection."""
+    return (
+        getattr(exc, "status_code", None) is not None
+        or getattr(exc, "status", None) is not None
+        or getattr(exc, "code", None) is not None
+    )
+
+
+# ------------------------------------------------------------------ driving passes
+
+
+def check_batch_support(routes: dict[str, ModelRoute], where: str) -> None:
+    for label, route in routes.items():
+        if not batch_capable(route):
+            raise ConfigError(
+                f"{where}: model '{label}' ({route.provider_name}): trialrun has no batch API for "
+                "this provider; use mode: realtime, or run this model in another experiment"
+            )
+
+
+async def collect_runs(
+    runs: list[ExperimentRun],
+    stop: asyncio.Event,
+    wait: bool,
+    on_pass: Callable[[ExperimentRun, CollectReport], None],
+) -> None:
+    """One pass over each run, or with `wait` passes until every run is finished, polling
+    at `poll_min_s` while things change and backing off to `poll_max_s` while they do not."""
+    delays = {id(run): run.experiment.batch.poll_min_s for run in runs}
+    active = list(runs)
+    while active and not stop.is_set():
+        for run in list(active):
+            report = await collect_pass(run)
+            on_pass(run, report)
+            batch = run.experiment.batch
+            if report.changed:
+                delays[id(run)] = batch.poll_min_s
+            else:
+                delays[id(run)] = min(delays[id(run)] * 1.5, batch.poll_max_s)
+            if _finished(run) or run.stopped_lanes:
+                active.remove(run)
+        if not wait or not active:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), min(delays[id(run)] for run in active))
+
+
+def _finished(run: ExperimentRun) -> bool:
+    counts = run.store.counts()
+    return counts["pending"] + counts["running"] == 0
+
+
+async def leave_batches(run: ExperimentRun) -> list[str]:
+    """The run left batch mode: cancel its batches still out (best effort) and leave their
+    requests behind; real time redoes them, from the cache where a batch already answered."""
+    notes = []
+    for batch in run.store.batches(BATCH_OPEN):
+        cancelled = ""
+        if batch["batch_id"]:
+            try:
+                await run.routes[batch["model"]].provider.cancel_batch(batch["batch_id"])
+                cancelled = "cancelled at the provider"
+            except Exception as exc:  # already ended, or unreachable: it is ignored either way
+                cancelled = f"could not be cancelled ({secrets.redact(str(exc))[:120]}), ignored"
+        left = run.store.abandon_batch(batch["tag"], "left for real time", requests_to="abandoned")
+        name = batch["batch_id"] or batch["tag"]
+        notes.append(f"batch {name} ({batch['lane']}, {left} requests) {cancelled or 'ignored'}")
+    dropped = run.store.abandon_unsubmitted()
+    if dropped:
+        notes.append(f"{dropped} requests waiting for a batch will run in real time instead")
+    return notes
