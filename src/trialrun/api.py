@@ -320,7 +320,9 @@ class Observer:
     def warn(self, message: str) -> None: ...
 
     def collected(self, run: ExperimentRun, report: CollectReport) -> None:
-        """A batch-mode collect pass over `run` ended."""
+        """A batch-mode collect pass over `run` ended; its notes are warnings."""
+        for note in report.notes:
+            self.warn(note)
 
     def finished(self) -> None: ...
 

@@ -65,8 +65,7 @@ class ProgressObserver(Observer):
         self.console.print(message, markup=False, highlight=False)
 
     def collected(self, run: ExperimentRun, report: CollectReport) -> None:
-        for note in report.notes:
-            self.warn(note)
+        super().collected(run, report)
         if report.changed or not report.open_batches:
             self.progress.console.print(
                 f"{run.run_id}: {report.line()}", markup=False, highlight=False

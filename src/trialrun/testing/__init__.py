@@ -3,6 +3,6 @@
 Needs `aiohttp` (in the `dev` extra). Nothing here is imported by trialrun itself.
 """
 
-from trialrun.testing.fake_servers import FakeServer, Faults
+from trialrun.testing.fake_servers import BatchFaults, FakeServer, Faults
 
-__all__ = ["FakeServer", "Faults"]
+__all__ = ["BatchFaults", "FakeServer", "Faults"]
