@@ -576,8 +576,9 @@ def _raise_if_incomplete(
     for target, (experiment_run, _) in zip(runs, opened, strict=True):
         if experiment_run.stopped_lanes:
             lane, message = next(iter(experiment_run.stopped_lanes.items()))
+            fix = "the key" if any(code in message for code in ("401", "403")) else "the cause"
             raise RunIncomplete(
-                f"{lane}: {message}; its trials were stopped and left pending. Fix the key, "
+                f"{lane}: {message}; its trials were stopped and left pending. Fix {fix}, "
                 f"then run: trialrun resume {target.path}"
             )
 

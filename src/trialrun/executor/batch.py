@@ -110,13 +110,18 @@ def _metadata(run: ExperimentRun, tag: str) -> dict[str, str]:
 async def _reconcile(run: ExperimentRun, report: CollectReport) -> None:
     store = run.store
     for batch in store.batches(["submitting"]):
-        provider = run.routes[batch["model"]].provider
-        found = await provider.find_batch(
-            _metadata(run, batch["tag"]),
-            batch["requests"],
-            batch["created_unix"] - 600,  # clocks differ; ids already known are skipped
-            store.known_batch_ids(),
-        )
+        route = run.routes[batch["model"]]
+        try:
+            found = await route.provider.find_batch(
+                _metadata(run, batch["tag"]),
+                batch["requests"],
+                batch["created_unix"] - 600,  # clocks differ; ids already known are skipped
+                store.known_batch_ids(),
+            )
+        except Exception as exc:  # unreachable now: look again at the next pass
+            _unreachable(run, route, "looking up a lost submission", exc, report)
+            continue
+        run.submit_failures[route.lane] = 0
         if found is not None:
             store.batch_submitted(batch["tag"], found)
             store.add_event("batch_reconciled", f"{batch['tag']} is {found} at {batch['lane']}")
@@ -137,12 +142,45 @@ async def _poll(run: ExperimentRun, report: CollectReport) -> None:
     store = run.store
     for batch in store.batches(["open"]):
         route = run.routes[batch["model"]]
-        status = await route.provider.poll_batch(batch["batch_id"])
-        if not status.ended:
-            store.batch_polled(batch["tag"], status.raw, status.counts)
+        try:
+            status = await route.provider.poll_batch(batch["batch_id"])
+            if not status.ended:
+                store.batch_polled(batch["tag"], status.raw, status.counts)
+                run.submit_failures[route.lane] = 0
+                continue
+            outcomes = []
+            if not status.failed:
+                outcomes = await route.provider.batch_results(batch["batch_id"])
+        except Exception as exc:  # the batch is still there: poll again at the next pass
+            _unreachable(run, route, f"polling batch {batch['batch_id']}", exc, report)
             continue
-        outcomes = [] if status.failed else await route.provider.batch_results(batch["batch_id"])
+        run.submit_failures[route.lane] = 0
         _store_outcomes(run, route, batch, status, outcomes, report)
+
+
+def _unreachable(
+    run: ExperimentRun, route: ModelRoute, what: str, exc: Exception, report: CollectReport
+) -> None:
+    kind, _ = route.provider.classify_error(exc)
+    message = secrets.redact(str(exc)) or type(exc).__name__
+    if kind == "auth":
+        run.stopped_lanes.setdefault(route.lane, message)
+    note = f"{route.lane}: {what} failed ({message}); tried again at the next collect"
+    run.store.add_event("batch_error", note)
+    report.notes.append(note)
+    _count_failure(run, route, message)
+
+
+def _count_failure(run: ExperimentRun, route: ModelRoute, message: str) -> None:
+    """Calls to a lane's batch API that failed in a row; at `retry.attempts` the lane stops
+    with the last error, so `collect --wait` never loops on a provider that is down."""
+    failures = run.submit_failures.get(route.lane, 0) + 1
+    run.submit_failures[route.lane] = failures
+    if failures >= run.experiment.retry.attempts:
+        run.stopped_lanes.setdefault(
+            route.lane,
+            f"{failures} calls to its batch API in a row failed, the last with: {message}",
+        )
 
 
 def _store_outcomes(
@@ -414,7 +452,9 @@ async def _submit_one(
             note = f"{route.lane}: no answer to a submission of {len(chunk)} requests ({message}); the next collect reconciles it"
         store.add_event("batch_submit_error", note)
         report.notes.append(note)
+        _count_failure(run, route, message)
         return
+    run.submit_failures[route.lane] = 0
     store.batch_submitted(tag, batch_id)
     report.submitted_batches += 1
     report.submitted_requests += len(chunk)

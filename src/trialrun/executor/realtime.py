@@ -75,6 +75,8 @@ class ExperimentRun:
     switched: bool = False
     """The mode changed on this resume (requests left in batches are to be dealt with)."""
     stopped_lanes: dict[str, str] = field(default_factory=dict)
+    submit_failures: dict[str, int] = field(default_factory=dict)
+    """Batch mode: failed calls to each lane's batch API in a row, in this process."""
     _last_flush: float = field(default_factory=time.monotonic)
 
     def flush(self) -> None:

@@ -210,6 +210,10 @@ class FakeServer:
                 return
             ready.set()
             loop.run_forever()
+            pending = asyncio.all_tasks(loop)  # handlers still asleep (slow answers)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.close()
 
         self._thread = threading.Thread(target=serve, name=f"fake-{self.kind}", daemon=True)
