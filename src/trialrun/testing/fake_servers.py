@@ -210,10 +210,7 @@ class FakeServer:
                 return
             ready.set()
             loop.run_forever()
-            pending = asyncio.all_tasks(loop)  # handlers still asleep (slow answers)
-            for task in pending:
-                task.cancel()
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(_cancel_pending())  # handlers still asleep (slow answers)
             loop.close()
 
         self._thread = threading.Thread(target=serve, name=f"fake-{self.kind}", daemon=True)
@@ -780,6 +777,14 @@ class FakeServer:
             return _openai_batch_json(record, fresh=fresh)
         results_url = f"http://127.0.0.1:{self.port}/v1/messages/batches/{record['id']}/results"
         return _anthropic_batch_json(record, results_url)
+
+
+async def _cancel_pending() -> None:
+    current = asyncio.current_task()
+    pending = [task for task in asyncio.all_tasks() if task is not current]
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
 
 
 # -- wire formats ----------------------------------------------------------------------------
