@@ -224,9 +224,12 @@ def open_run(ref: str | Path | None = None, runs_dir: str | Path = "runs") -> Ru
                 f"{base}: no runs here yet; start one with `trialrun run CONFIG`"
             )
         return found[-1]
-    for candidate in (Path(ref), base / str(ref)):
-        if (candidate / DB_NAME).is_file():
-            return Run(candidate)
+    try:
+        for candidate in (Path(ref), base / str(ref)):
+            if (candidate / DB_NAME).is_file():
+                return Run(candidate)
+    except (OSError, ValueError):  # not even a possible path (too long, a NUL byte)
+        raise RunNotFoundError(f"{str(ref)[:80]}...: not a run folder or id") from None
     matches = [r for r in list_runs(base) if r.run_id.startswith(str(ref))]
     if len(matches) == 1:
         return matches[0]

@@ -316,7 +316,34 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}:{where}: YAML syntax error: {problem}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
+    if _expanded_size(data, MAX_CONFIG_VALUES) > MAX_CONFIG_VALUES:
+        raise ConfigError(
+            f"{path}: the config expands to more than {MAX_CONFIG_VALUES:,} values once its "
+            "YAML aliases (*name) are followed; use fewer aliases or a dataset file"
+        )
     return data
+
+
+MAX_CONFIG_VALUES = 200_000
+"""A config is small; YAML aliases can make a tiny file expand exponentially (the
+"billion laughs"), which would exhaust memory when it is validated and copied."""
+
+
+def _expanded_size(data: Any, budget: int) -> int:
+    """How many values `data` holds with aliases expanded, counting no further than budget+1."""
+    count = 0
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        count += 1
+        if count > budget:
+            return count
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return count
 
 
 def validate(raw: dict[str, Any], source: str) -> Experiment:
@@ -413,6 +440,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         parsed = yaml.load(value, Loader=_Loader) if value.strip() else None
     except yaml.YAMLError:
         parsed = value
+    if _expanded_size(parsed, MAX_CONFIG_VALUES) > MAX_CONFIG_VALUES:
+        raise ConfigError(
+            f"override '{key}': the value expands to more than {MAX_CONFIG_VALUES:,} values "
+            "once its YAML aliases are followed"
+        )
     return key.strip().split("."), parsed
 
 

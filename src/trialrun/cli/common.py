@@ -25,13 +25,20 @@ def stdout() -> Console:
     return console if console.is_terminal else Console(highlight=False, width=160)
 
 
+def _exists(arg: str) -> bool:
+    try:
+        return Path(arg).exists()
+    except (OSError, ValueError):  # a name too long for a path, or with a NUL byte
+        return False
+
+
 def split_args(args: tuple[str, ...]) -> tuple[list[str], list[str]]:
     """CONFIG files and KEY=VALUE overrides, in any order (an existing file is a config)."""
     configs, overrides = [], []
     for arg in args:
-        if arg.startswith("-") and not Path(arg).exists():
+        if arg.startswith("-") and not _exists(arg):
             raise UsageError(f"unknown option '{arg}' (see --help)")
-        if "=" in arg and not Path(arg).exists():
+        if "=" in arg and not _exists(arg):
             overrides.append(arg)
         else:
             configs.append(arg)
