@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -69,12 +70,38 @@ done = sum(1 for f in runs.glob("*/results.jsonl") for line in f.open() if '"sta
 print("BENCH", wall, usage.ru_maxrss, usage.ru_utime + usage.ru_stime, done if code == 0 else -1)
 """
 
-CLIENTS = ("raw-httpx", "raw-aiohttp", "trialrun-httpx", "trialrun-aiohttp")
+INSPECT = """
+import resource, sys, tempfile, time
+from inspect_ai import Task, eval as inspect_eval
+from inspect_ai.dataset import MemoryDataset, Sample
+from inspect_ai.solver import generate
+url, n, concurrency = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+task = Task(
+    dataset=MemoryDataset([Sample(input=f"Question number {i}?", id=i) for i in range(n)]),
+    solver=generate(),
+)
+logs = inspect_eval(
+    task, model="openai/fake-model", model_base_url=url, max_connections=concurrency,
+    display="none", log_dir=tempfile.mkdtemp(), max_tokens=64,
+    model_args={"responses_api": False},  # chat completions, like the other clients
+)
+usage = resource.getrusage(resource.RUSAGE_SELF)
+done = logs[0].results.completed_samples if logs[0].status == "success" and logs[0].results else -1
+print("BENCH", 0, usage.ru_maxrss, usage.ru_utime + usage.ru_stime, done)
+"""
+
+CLIENTS = ("raw-httpx", "raw-aiohttp", "trialrun-httpx", "trialrun-aiohttp", "inspect")
+BASELINE = {
+    "trialrun-httpx": "raw-httpx",
+    "trialrun-aiohttp": "raw-aiohttp",
+    "inspect": "raw-httpx",
+}
 
 
-def start_server(latency_ms: float) -> tuple[subprocess.Popen[str], str]:
+def start_server(latency_ms: float, faults: str = "") -> tuple[subprocess.Popen[str], str]:
+    extra = ["--faults", faults] if faults else []
     server = subprocess.Popen(
-        [sys.executable, "-m", "trialrun.testing", "--latency-ms", str(latency_ms)],
+        [sys.executable, "-m", "trialrun.testing", "--latency-ms", str(latency_ms), *extra],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -108,15 +135,20 @@ def trialrun_config(folder: Path, url: str, n: int, concurrency: int, transport:
 
 
 def one_run(client: str, url: str, n: int, concurrency: int) -> dict[str, float]:
-    kind, transport = client.split("-", 1)
+    kind, _, transport = client.partition("-")
     with tempfile.TemporaryDirectory(prefix="trialrun-http-bench-") as tmp:
-        if kind == "raw":
+        if kind == "inspect":  # Inspect AI's OpenAI provider runs on the SDK's httpx transport
+            command = [sys.executable, "-c", INSPECT, url, str(n), str(concurrency)]
+        elif kind == "raw":
             command = [sys.executable, "-c", RAW, url, str(n), str(concurrency), transport]
         else:
             config = trialrun_config(Path(tmp), url, n, concurrency, transport)
             command = [sys.executable, "-c", TRIALRUN, "run", str(config), "--quiet"]
         start = time.perf_counter()
-        result = subprocess.run(command, capture_output=True, text=True, cwd=tmp, check=False)
+        env = {**os.environ, "OPENAI_API_KEY": "bench-key"}
+        result = subprocess.run(
+            command, capture_output=True, text=True, cwd=tmp, check=False, env=env
+        )
         wall_process = time.perf_counter() - start
     line = next((ln for ln in result.stdout.splitlines() if ln.startswith("BENCH")), None)
     if line is None:
@@ -144,6 +176,9 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, nargs="+", default=[0.0, 50.0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--clients", default=",".join(CLIENTS))
+    parser.add_argument(
+        "--faults", default="", help="server fault mix, e.g. rate_limit=0.02,server_error=0.02"
+    )
     args = parser.parse_args()
     clients = args.clients.split(",")
     for client in clients:
@@ -154,10 +189,13 @@ def main() -> None:
         f"machine: {platform.machine()}, Python {platform.python_version()}, {platform.platform()}"
     )
     print(f"C = {args.concurrency}; median (min–max) of {args.runs} runs, interleaved\n")
-    print("| latency | N | client | req/s | wall s | CPU s | peak RSS MB | req/s vs raw |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| latency | N | client | req/s | wall s | CPU s | peak RSS MB "
+        "| req/s vs raw (same transport) | trialrun-aiohttp vs this |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for latency in args.latency_ms:
-        server, url = start_server(latency)
+        server, url = start_server(latency, args.faults)
         try:
             for n in args.n:
                 results: dict[str, list[dict[str, float]]] = {c: [] for c in clients}
@@ -166,17 +204,21 @@ def main() -> None:
                         results[client].append(one_run(client, url, n, args.concurrency))
                 for client in clients:
                     runs = results[client]
-                    rps = [r["rps"] for r in runs]
-                    base = results.get("raw-" + client.split("-", 1)[1])
+                    rps = statistics.median(r["rps"] for r in runs)
+                    base = results.get(BASELINE.get(client, ""))
                     ratio = (
-                        f"{statistics.median(rps) / statistics.median([r['rps'] for r in base]):.2f}×"
-                        if base and not client.startswith("raw")
+                        f"{rps / statistics.median(r['rps'] for r in base):.2f}×" if base else ""
+                    )
+                    ours = results.get("trialrun-aiohttp")
+                    versus = (
+                        f"{statistics.median(r['rps'] for r in ours) / rps:.2f}×"
+                        if ours and client != "trialrun-aiohttp"
                         else ""
                     )
                     print(
-                        f"| {latency:g} ms | {n:,} | {client} | {spread(rps)} | "
+                        f"| {latency:g} ms | {n:,} | {client} | {spread([r['rps'] for r in runs])} | "
                         f"{spread([r['wall'] for r in runs], 1)} | {spread([r['cpu'] for r in runs], 1)} | "
-                        f"{spread([r['rss'] for r in runs], 1)} | {ratio} |",
+                        f"{spread([r['rss'] for r in runs], 1)} | {ratio} | {versus} |",
                         flush=True,
                     )
         finally:
