@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench bench-peers reliability clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -15,7 +15,7 @@ demo: $(STAMP)
 	$(VENV)/bin/trialrun run examples/quickstart.yaml
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check src tests bench reliability
 	$(VENV)/bin/mypy
 	$(PY) -m pytest
 
@@ -26,6 +26,15 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/throughput.py
+
+# trialrun vs a raw SDK loop vs Inspect AI against a local fake server (installs inspect-ai).
+bench-peers: $(STAMP)
+	$(PY) -m pip install -q inspect-ai
+	$(PY) bench/http_clients.py --n 2000 10000 --latency-ms 0 50 --runs 3
+
+# The long reliability suite: kill storms of 10 kills, bigger runs (the quick one is in `make test`).
+reliability: $(STAMP)
+	TRIALRUN_RELIABILITY=long $(PY) -m pytest reliability -q
 
 clean:
 	rm -rf $(VENV) runs bench/out

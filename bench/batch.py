@@ -122,7 +122,9 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=3)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    print(f"machine: {platform.machine()}, Python {platform.python_version()}, {platform.platform()}")
+    print(
+        f"machine: {platform.machine()}, Python {platform.python_version()}, {platform.platform()}"
+    )
     server, url = start_server()
     try:
         runs = [one_run(url, args.trials, args.turns) for _ in range(args.runs)]
@@ -130,7 +132,9 @@ def main() -> None:
         server.kill()
         server.wait()
     print(f"{args.trials:,} trials × {args.turns} turns; median (min–max) of {args.runs} runs")
-    print("| submissions | wall s | CPU s | wall s / 1k requests | CPU s / 1k requests | peak RSS MB |")
+    print(
+        "| submissions | wall s | CPU s | wall s / 1k requests | CPU s / 1k requests | peak RSS MB |"
+    )
     print("|---|---|---|---|---|---|")
     print(
         f"| {spread([r['submissions'] for r in runs], 0)} | {spread([r['wall'] for r in runs], 1)} | "
