@@ -32,13 +32,28 @@ def canonical_bytes(value: Any) -> bytes:
 
 
 def _same_in_orjson(value: Any) -> bool:
-    """False where orjson's text differs from json.dumps: floats below 1e-4 (0.00001 vs 1e-05), NaN."""
-    if isinstance(value, float):
-        return math.isfinite(value) and (value == 0.0 or abs(value) >= 1e-4)
-    if isinstance(value, dict):
-        return all(_same_in_orjson(v) for v in value.values())
-    if isinstance(value, list | tuple):
-        return all(_same_in_orjson(v) for v in value)
+    """False where orjson's text differs from json.dumps: floats below 1e-4 (0.00001 vs 1e-05), NaN.
+
+    On the hot path (every cache key, request and record): a loop over a stack, exact type
+    checks first, since the values are nearly all strings in dicts and lists."""
+    stack = [value]
+    pop, push, push_all = stack.pop, stack.append, stack.extend
+    while stack:
+        item = pop()
+        kind = type(item)
+        if kind is str or kind is int or kind is bool or item is None:
+            continue
+        if kind is dict:
+            push_all(item.values())
+        elif kind is list or kind is tuple:
+            push_all(item)
+        elif isinstance(item, float):
+            if not (math.isfinite(item) and (item == 0.0 or abs(item) >= 1e-4)):
+                return False
+        elif isinstance(item, dict):
+            push_all(item.values())
+        elif isinstance(item, list | tuple):
+            push_all(item)
     return True
 
 
