@@ -37,7 +37,7 @@ def _same_in_orjson(value: Any) -> bool:
     On the hot path (every cache key, request and record): a loop over a stack, exact type
     checks first, since the values are nearly all strings in dicts and lists."""
     stack = [value]
-    pop, push, push_all = stack.pop, stack.append, stack.extend
+    pop, push_all = stack.pop, stack.extend
     while stack:
         item = pop()
         kind = type(item)
