@@ -38,8 +38,9 @@ from trialrun.executor.realtime import (
     ModelRoute,
     _commit,
     _last_user,
-    _lookup,
     _params,
+    cached_response,
+    sent_params,
 )
 from trialrun.plan import canonical
 from trialrun.providers.base import BatchOutcome, BatchStatus, Provider
@@ -283,7 +284,7 @@ def _next_request(
 ) -> tuple[Any, ...] | None:
     route = run.routes[trial.model]
     requested = _params(run.experiment, route.config, trial)
-    params = {k: v for k, v in requested.items() if k not in route.unsent}
+    params = sent_params(route, requested)
     try:
         messages = _messages(run, trial, turn, previous)
     except Exception as exc:  # a template error fails this trial alone, as in real time
@@ -297,15 +298,8 @@ def _next_request(
     )
     request_json = canonical({"model": model_id, "messages": messages, "params": params})
     custom_id = _custom_id(trial, turn)
-    cached = _lookup(run, key)
-    if cached is not None:
-        response = Response.from_json(orjson.loads(cached))
-        response.cache_hit, response.attempts, response.latency_s, response.cost_usd = (
-            True,
-            0,
-            0.0,
-            0.0,
-        )
+    response = cached_response(run, key)
+    if response is not None:
         response_json = canonical(response.to_json())
         run.store.add_attempt(
             trial.trial_id, turn, 0, key, request_json, response_json, None, None, 0.0,
@@ -373,7 +367,7 @@ def _complete(run: ExperimentRun, trial: PendingTrial) -> None:
         turns.append(Response.from_json(orjson.loads(response)).to_json())
     route = run.routes[trial.model]
     requested = _params(run.experiment, route.config, trial)
-    params = {k: v for k, v in requested.items() if k not in route.unsent}
+    params = sent_params(route, requested)
     _commit(run, trial, trial.item, params, turns, error, retries, utcnow(), time.perf_counter())
 
 

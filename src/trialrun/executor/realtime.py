@@ -170,7 +170,7 @@ async def _run_trial(
     experiment = run.experiment
     item = trial.item
     requested = _params(experiment, route.config, trial)
-    params = {k: v for k, v in requested.items() if k not in route.unsent}
+    params = sent_params(route, requested)
     context: dict[str, Any] = {
         "item": item,
         "grid": trial.grid,
@@ -246,15 +246,8 @@ async def _call(
         route.provider_name, model_id, route.base_url, messages, requested, trial.repeat, turn
     )
     request_json = canonical({"model": model_id, "messages": messages, "params": params})
-    cached = _lookup(run, key)
-    if cached is not None:
-        response = Response.from_json(orjson.loads(cached))
-        response.cache_hit, response.attempts, response.latency_s, response.cost_usd = (
-            True,
-            0,
-            0.0,
-            0.0,
-        )
+    response = cached_response(run, key)
+    if response is not None:
         _log_attempt(run, trial, turn, 0, key, request_json, response, None, None, utcnow())
         return _Outcome(response, None, 0)
     request = Request(model_id, messages, params, route.base_url, route.options)
@@ -309,6 +302,27 @@ async def _call(
             run.cache.put(key, canonical(response.to_json()))
         return _Outcome(response, None, attempt)
     raise AssertionError("unreachable: the loop returns on its last attempt")
+
+
+def cached_response(run: ExperimentRun, key: str) -> Response | None:
+    """The answer this run's store or the response cache holds for `key`, marked as a free,
+    zero-attempt cache hit; None if neither has it."""
+    cached = _lookup(run, key)
+    if cached is None:
+        return None
+    response = Response.from_json(orjson.loads(cached))
+    response.cache_hit, response.attempts, response.latency_s, response.cost_usd = (
+        True,
+        0,
+        0.0,
+        0.0,
+    )
+    return response
+
+
+def sent_params(route: ModelRoute, requested: dict[str, Any]) -> dict[str, Any]:
+    """The requested params less those the route's provider cannot take."""
+    return {k: v for k, v in requested.items() if k not in route.unsent}
 
 
 def _lookup(run: ExperimentRun, key: str) -> str | None:
