@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from http_clients import start_server  # bench/ is on sys.path when a script here runs
+
 CHILD = """
 import resource, sys
 from trialrun.cli import run_cli
@@ -31,20 +33,6 @@ code = run_cli(sys.argv[1:])
 usage = resource.getrusage(resource.RUSAGE_SELF)
 print("BENCH", usage.ru_maxrss, usage.ru_utime + usage.ru_stime, code)
 """
-
-
-def start_server() -> tuple[subprocess.Popen[str], str]:
-    server = subprocess.Popen(
-        [sys.executable, "-m", "trialrun.testing", "--kind", "openai"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert server.stdout is not None
-    url = server.stdout.readline().strip()
-    if not url.startswith("http"):
-        server.kill()
-        raise SystemExit("the fake server did not start")
-    return server, url
 
 
 def write_config(folder: Path, url: str, trials: int, turns: int) -> Path:
@@ -125,7 +113,7 @@ def main() -> None:
     print(
         f"machine: {platform.machine()}, Python {platform.python_version()}, {platform.platform()}"
     )
-    server, url = start_server()
+    server, url = start_server(latency_ms=0.0)  # the fake OpenAI server, as a process
     try:
         runs = [one_run(url, args.trials, args.turns) for _ in range(args.runs)]
     finally:
