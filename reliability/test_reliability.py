@@ -191,7 +191,7 @@ def run_against(server: FakeServer, **changes: Any) -> tuple[int, str, float]:
     ("faults", "expected"),
     [
         (Faults(slow=1.0, slow_s=30), "timed out"),
-        (Faults(malformed=1.0), "Expecting value"),
+        (Faults(malformed=1.0), "not JSON"),
         (Faults(truncate=1.0), "Connection error"),
         (Faults(drop=1.0), "gave up after 2 attempts"),
     ],

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import orjson
 
-from trialrun.errors import ErrorKind
+from trialrun.errors import ErrorKind, ProviderError
 from trialrun.providers.base import (
     BatchOutcome,
     BatchStatus,
@@ -26,6 +26,7 @@ from trialrun.providers.base import (
 from trialrun.types import Request, Response, Usage
 
 ENDPOINT = "/v1/chat/completions"
+ENDPOINT_PATH = "/chat/completions"  # relative to the client's base URL (which ends in /v1)
 
 # Chat-completions params the SDK takes by name; any other sampling param (top_k, min_p,
 # repetition_penalty, ...) goes in `extra_body`, which OpenAI-compatible servers read.
@@ -76,6 +77,8 @@ class OpenAIProvider(Provider):
         self.concurrency = concurrency
         self._client: Any = None
         self.model_hint = str(settings.get("model", "gpt-4o"))
+        module = vars(openai._base_client)  # the SDK's HTTP library: httpx2, or httpx before it
+        self._raw_response = (module.get("httpx2") or module["httpx"]).Response
 
     def max_concurrency(self) -> int:
         return self.concurrency
@@ -103,12 +106,27 @@ class OpenAIProvider(Provider):
         return f"{len(page.data)} models listed"
 
     async def generate(self, request: Request) -> Response:
-        self._ensure_client()
+        # The SDK's documented low-level `post` (auth, base URL, headers, timeouts, transport
+        # and its error classes, all as in `chat.completions.create`), without the typed
+        # layer's request transform and response models: those cost more CPU per request
+        # than the rest of trialrun together (measured; see bench/RESULTS.md). The body is
+        # plain JSON data already, and we read the few fields we keep from the JSON.
+        client = self._ensure_client()
         named, extra = _split_params(request.params, official=self.base_url is None)
-        completion = await self._client.chat.completions.create(
-            model=request.model, messages=request.messages, extra_body=extra or None, **named
-        )
-        return _response(completion)
+        body = {"model": request.model, "messages": request.messages, **extra, **named}
+        raw = await client.post(ENDPOINT_PATH, body=body, cast_to=self._raw_response)
+        try:
+            data = orjson.loads(raw.content)
+        except orjson.JSONDecodeError as exc:
+            raise ProviderError(
+                f"the response body is not JSON ({exc})", kind="retryable"
+            ) from None
+        try:
+            return _response_from_json(data)
+        except (KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise ProviderError(
+                f"malformed chat completion ({type(exc).__name__}: {exc})", kind="retryable"
+            ) from None
 
     def classify_error(self, exc: BaseException) -> tuple[ErrorKind, float | None]:
         return classify_sdk_error(self._openai, exc) or super().classify_error(exc)
@@ -230,6 +248,33 @@ def _response(completion: Any) -> Response:
         logprobs=_logprobs(choice.logprobs),
         request_id=completion.id,
         served_model=completion.model,
+    )
+
+
+def _response_from_json(data: dict[str, Any]) -> Response:
+    """A chat completion's JSON (as the API sends it) as a neutral response."""
+    choice = data["choices"][0]
+    usage = data.get("usage") or {}
+    logprobs = (choice.get("logprobs") or {}).get("content")
+    return Response(
+        text=(choice.get("message") or {}).get("content") or "",
+        usage=Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)),
+        finish_reason=choice.get("finish_reason"),
+        logprobs=[
+            {
+                "token": entry["token"],
+                "logprob": entry["logprob"],
+                "top": [
+                    {"token": t["token"], "logprob": t["logprob"]}
+                    for t in entry.get("top_logprobs") or []
+                ],
+            }
+            for entry in logprobs
+        ]
+        if logprobs
+        else None,
+        request_id=data.get("id"),
+        served_model=data.get("model"),
     )
 
 
