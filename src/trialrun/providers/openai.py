@@ -201,8 +201,7 @@ class OpenAIProvider(Provider):
         error = line.get("error") or {}
         status = response.get("status_code")
         if status == 200:
-            completion = self._openai.types.chat.ChatCompletion.model_validate(response["body"])
-            return BatchOutcome(custom_id, response=_response(completion))
+            return BatchOutcome(custom_id, response=_response_from_json(response["body"]))
         if error.get("code") in ("batch_expired", "batch_cancelled"):
             return BatchOutcome(custom_id, unprocessed=True)
         body_error = (response.get("body") or {}).get("error") or {}
@@ -238,19 +237,6 @@ def _split_params(
     return named, extra
 
 
-def _response(completion: Any) -> Response:
-    choice = completion.choices[0]
-    usage = completion.usage
-    return Response(
-        text=choice.message.content or "",
-        usage=Usage(usage.prompt_tokens, usage.completion_tokens) if usage else Usage(),
-        finish_reason=choice.finish_reason,
-        logprobs=_logprobs(choice.logprobs),
-        request_id=completion.id,
-        served_model=completion.model,
-    )
-
-
 def _response_from_json(data: dict[str, Any]) -> Response:
     """A chat completion's JSON (as the API sends it) as a neutral response."""
     choice = data["choices"][0]
@@ -276,19 +262,6 @@ def _response_from_json(data: dict[str, Any]) -> Response:
         request_id=data.get("id"),
         served_model=data.get("model"),
     )
-
-
-def _logprobs(logprobs: Any) -> list[dict[str, Any]] | None:
-    if logprobs is None or not logprobs.content:
-        return None
-    return [
-        {
-            "token": entry.token,
-            "logprob": entry.logprob,
-            "top": [{"token": t.token, "logprob": t.logprob} for t in entry.top_logprobs or []],
-        }
-        for entry in logprobs.content
-    ]
 
 
 @functools.cache
