@@ -41,6 +41,7 @@ from trialrun.executor.realtime import (
     _params,
     cached_response,
     sent_params,
+    template_context,
 )
 from trialrun.plan import canonical
 from trialrun.providers.base import BatchOutcome, BatchStatus, Provider
@@ -328,16 +329,7 @@ def _custom_id(trial: PendingTrial, turn: int) -> str:
 def _messages(
     run: ExperimentRun, trial: PendingTrial, turn: int, previous: tuple[int, str, str] | None
 ) -> list[dict[str, str]]:
-    context: dict[str, Any] = {
-        "item": trial.item,
-        "grid": trial.grid,
-        **trial.grid,
-        "model": trial.model,
-        "repeat": trial.repeat,
-        "seed": trial.seed,
-        "turn": 1,
-        "turns": [],
-    }
+    context = template_context(trial)
     if turn == 0:
         return run.conversation.first_messages(context)
     assert previous is not None and previous[0] == turn - 1, "turns are answered in order"

@@ -171,16 +171,7 @@ async def _run_trial(
     item = trial.item
     requested = _params(experiment, route.config, trial)
     params = sent_params(route, requested)
-    context: dict[str, Any] = {
-        "item": item,
-        "grid": trial.grid,
-        **trial.grid,
-        "model": trial.model,
-        "repeat": trial.repeat,
-        "seed": trial.seed,
-        "turn": 1,
-        "turns": [],
-    }
+    context = template_context(trial)
     started_at, clock = utcnow(), time.perf_counter()
     turns: list[dict[str, Any]] = []
     history: list[dict[str, str]] = []
@@ -207,6 +198,20 @@ async def _run_trial(
     except TrialrunError as exc:
         error = str(exc)
     _commit(run, trial, item, params, turns, error, retries, started_at, clock)
+
+
+def template_context(trial: PendingTrial) -> dict[str, Any]:
+    """What a trial's templates see at its first turn (`turn`, `turns` advance later)."""
+    return {
+        "item": trial.item,
+        "grid": trial.grid,
+        **trial.grid,
+        "model": trial.model,
+        "repeat": trial.repeat,
+        "seed": trial.seed,
+        "turn": 1,
+        "turns": [],
+    }
 
 
 def _params(experiment: Experiment, config: ModelConfig, trial: PendingTrial) -> dict[str, Any]:
