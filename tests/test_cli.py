@@ -41,7 +41,7 @@ def run_folders(runs_dir: Path) -> list[Path]:
 
 def planned_ids(config: Path, *overrides: str) -> list[str]:
     prepared = trialrun.load(config, list(overrides))
-    item_ids = [item["id"] for item in prepared.items]
+    item_ids = prepared.dataset.ids
     return [trial.trial_id for trial in expand(prepared.experiment, item_ids)]
 
 

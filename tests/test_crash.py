@@ -146,7 +146,7 @@ def trial_states_rw(db: Path) -> Counter[str]:
 
 def assert_complete_and_never_resent(run_dir: Path, config: Path) -> None:
     prepared = trialrun.load(config)
-    planned = [t.trial_id for t in expand(prepared.experiment, [i["id"] for i in prepared.items])]
+    planned = [t.trial_id for t in expand(prepared.experiment, prepared.dataset.ids)]
     assert len(planned) == len(set(planned)) == TOTAL
 
     with closing(sqlite3.connect(run_dir / "trialrun.db")) as conn:

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from trialrun.config import DatasetConfig
-from trialrun.dataset import load_items
+from trialrun.dataset import load_dataset
 from trialrun.errors import DatasetError, UsageError
+from trialrun.plan import content_hash
 
 ROWS = [
     {"id": "q1", "prompt": "Is the sky blue?", "category": "easy", "score": 0.5},
@@ -26,7 +27,7 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
 
 
 def load(tmp_path: Path, name: str, **options: Any) -> list[dict[str, Any]]:
-    return load_items(DatasetConfig(path=name, **options), tmp_path, "exp.yaml")
+    return list(load_dataset(DatasetConfig(path=name, **options), tmp_path, "exp.yaml"))
 
 
 def dataset_error(tmp_path: Path, name: str, **options: Any) -> str:
@@ -88,7 +89,7 @@ def test_format_option_overrides_the_extension(tmp_path: Path) -> None:
 
 
 def test_inline_items_keep_every_field() -> None:
-    items = load_items(DatasetConfig(items=ROWS), Path("/nonexistent"), "exp.yaml")
+    items = list(load_dataset(DatasetConfig(items=ROWS), Path("/nonexistent"), "exp.yaml"))
     assert items == ROWS
 
 
@@ -100,7 +101,7 @@ def test_relative_path_starts_at_the_base_folder(tmp_path: Path) -> None:
 
 def test_absolute_path_is_used_as_is(tmp_path: Path) -> None:
     path = write(tmp_path, "items.json", json.dumps(ROWS))
-    items = load_items(DatasetConfig(path=str(path)), Path("/nonexistent"), "exp.yaml")
+    items = list(load_dataset(DatasetConfig(path=str(path)), Path("/nonexistent"), "exp.yaml"))
     assert items == ROWS
 
 
@@ -135,7 +136,7 @@ def test_limit_larger_than_the_dataset_keeps_everything(tmp_path: Path) -> None:
 
 
 def test_limit_applies_to_inline_items() -> None:
-    items = load_items(DatasetConfig(items=ROWS, limit=2), Path("."), "exp.yaml")
+    items = list(load_dataset(DatasetConfig(items=ROWS, limit=2), Path("."), "exp.yaml"))
     assert [item["id"] for item in items] == ["q1", "q2"]
 
 
@@ -236,7 +237,7 @@ def test_ids_that_differ_only_in_type_are_duplicates(tmp_path: Path) -> None:
 def test_duplicate_inline_ids_name_both_items() -> None:
     cfg = DatasetConfig(items=[{"id": "a"}, {"id": "b"}, {"id": "a"}])
     with pytest.raises(DatasetError) as info:
-        load_items(cfg, Path("."), "exp.yaml")
+        list(load_dataset(cfg, Path("."), "exp.yaml"))
     message = str(info.value)
     assert "exp.yaml: dataset.items[2]: duplicate item id 'a'" in message
     assert "first at exp.yaml: dataset.items[0]" in message
@@ -266,7 +267,7 @@ def test_empty_dataset_is_rejected(tmp_path: Path, name: str, text: str) -> None
 
 def test_empty_inline_items_are_rejected() -> None:
     with pytest.raises(DatasetError, match=r"exp\.yaml: dataset\.items: the dataset has no items"):
-        load_items(DatasetConfig(items=[]), Path("."), "exp.yaml")
+        list(load_dataset(DatasetConfig(items=[]), Path("."), "exp.yaml"))
 
 
 @pytest.mark.parametrize(("line", "kind"), [("[1, 2]", "list"), ("5", "int"), ('"text"', "str")])
@@ -299,3 +300,47 @@ def test_undecodable_file_is_a_dataset_error(tmp_path: Path) -> None:
     (tmp_path / "items.jsonl").write_bytes(b'{"id": "\xff\xfe"}\n')
     message = dataset_error(tmp_path, "items.jsonl")
     assert "cannot read dataset" in message
+
+
+# ---------------------------------------------------------------- held compactly
+
+
+def test_content_hash_is_the_hash_of_the_item_list(tmp_path: Path) -> None:
+    write(tmp_path, "items.jsonl", "\n".join(json.dumps(row) for row in ROWS))
+    dataset = load_dataset(DatasetConfig(path="items.jsonl"), tmp_path, "exp.yaml")
+    assert dataset.content_hash() == content_hash(ROWS)
+    assert dataset.ids == ["q1", "q2", "q3"]
+    assert [json.loads(text) for _, text in dataset.encoded()] == ROWS
+
+
+def test_values_json_reads_but_orjson_does_not_survive(tmp_path: Path) -> None:
+    write(tmp_path, "items.jsonl", '{"id": "a", "big": 123456789012345678901234567890, "x": NaN}\n')
+    (item,) = load(tmp_path, "items.jsonl")
+    assert item["big"] == 123456789012345678901234567890
+    assert item["x"] != item["x"]  # NaN
+
+
+def test_jsonl_text_may_hold_unicode_line_separators(tmp_path: Path) -> None:
+    row = {"id": "a", "prompt": "one\u2028two\u0085three\x1cfour"}
+    write(tmp_path, "items.jsonl", json.dumps(row, ensure_ascii=False) + "\n")
+    assert load(tmp_path, "items.jsonl") == [row]
+
+
+def test_each_kept_item_is_checked_with_where_it_was_read(tmp_path: Path) -> None:
+    write(tmp_path, "items.jsonl", '{"id": "a"}\n\n{"id": "b"}\n')
+    seen: list[tuple[str, str]] = []
+    load_dataset(
+        DatasetConfig(path="items.jsonl"),
+        tmp_path,
+        "exp.yaml",
+        lambda item, where: seen.append((item["id"], where)),
+    )
+    path = tmp_path / "items.jsonl"
+    assert seen == [("a", f"{path}:1"), ("b", f"{path}:3")]
+
+
+def test_release_drops_the_rows(tmp_path: Path) -> None:
+    dataset = load_dataset(DatasetConfig(items=ROWS), tmp_path, "exp.yaml")
+    dataset.release()
+    assert len(dataset) == 0
+    assert list(dataset) == []

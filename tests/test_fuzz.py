@@ -28,6 +28,7 @@ scalars = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=30),
     st.text(alphabet=st.characters(codec="utf-8"), max_size=10),
+    st.text(alphabet=st.characters(categories=["Cs"]), min_size=1, max_size=3),  # "\\ud800"
 )
 trees = st.recursive(
     scalars,
@@ -172,3 +173,23 @@ def test_a_run_reference_that_cannot_be_a_path(
         result = cli(command, "r" * 5000)
         assert_clean(result, isolated)
         assert result.code == 2
+
+
+def test_a_lone_surrogate_is_one_line_naming_where(
+    cli: Callable[..., CliResult], isolated: Path
+) -> None:
+    rows = isolated / "rows.jsonl"
+    rows.write_text(
+        '{"id": "a", "prompt": "ok", "category": "c"}\n'
+        '{"id": "b", "prompt": "x\\ud800", "category": "c"}\n'
+    )
+    path = isolated / "exp.yaml"
+    path.write_text(yaml.safe_dump(base_config(dataset={"path": str(rows)})))
+    result = cli("plan", str(path))
+    assert_clean(result, isolated)
+    assert f"{rows}:2: text holds \\ud800, a lone surrogate" in result.err
+
+    path.write_text(yaml.safe_dump(base_config(name="x\udc80")))
+    result = cli("plan", str(path))
+    assert_clean(result, isolated)
+    assert "key 'name': text holds \\udc80, a lone surrogate" in result.err

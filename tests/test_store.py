@@ -45,7 +45,12 @@ def make_trials(lanes: list[str], models: dict[str, str] | None = None) -> list[
 
 
 def populate(store: Store, lanes: list[str]) -> list[Trial]:
-    store.add_items([("i0", {"id": "i0", "prompt": "zero"}), ("i1", {"id": "i1", "prompt": "one"})])
+    store.add_items(
+        [
+            ("i0", canonical({"id": "i0", "prompt": "zero"})),
+            ("i1", canonical({"id": "i1", "prompt": "one"})),
+        ]
+    )
     pairs = make_trials(lanes)
     assert store.add_trials(pairs) == len(pairs)
     return [t for t, _ in pairs]
@@ -211,13 +216,13 @@ def test_read_only_store_cannot_write(store: Store, db_path: Path) -> None:
 
 def test_meta_and_items_round_trip(store: Store) -> None:
     store.set_meta({"run_id": "r1", "experiment": {"name": "t", "seed": 7}})
-    store.add_items([("i0", {"id": "i0", "prompt": "ünïcode"})])
+    store.add_items([("i0", canonical({"id": "i0", "prompt": "ünïcode"}))])
     assert store.meta() == {"run_id": "r1", "experiment": {"name": "t", "seed": 7}}
     assert store.items() == {"i0": {"id": "i0", "prompt": "ünïcode"}}
 
 
 def test_duplicate_trial_ids_are_a_store_error(store: Store) -> None:
-    store.add_items([("i0", {"id": "i0"})])
+    store.add_items([("i0", canonical({"id": "i0"}))])
     trial = Trial(0, "t_same", "i0", "a/m", {}, 0, 1)
     twin = Trial(1, "t_same", "i0", "a/m", {}, 1, 2)
     with pytest.raises(StoreError, match="share an id"):
@@ -393,7 +398,7 @@ def test_counts_reports_every_state_even_when_zero(store: Store) -> None:
 
 
 def test_summary_groups_by_model_and_cell(store: Store) -> None:
-    store.add_items([("i0", {"id": "i0"})])
+    store.add_items([("i0", canonical({"id": "i0"}))])
     cold, warm = {"temperature": 0.0}, {"temperature": 0.7}
     trials = [
         Trial(0, "t0", "i0", "mock/a", cold, 0, 1),

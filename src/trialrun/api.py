@@ -24,7 +24,7 @@ from trialrun.config import (
     read_yaml,
     validate,
 )
-from trialrun.dataset import load_items
+from trialrun.dataset import Dataset, load_dataset
 from trialrun.errors import ConfigError, RunIncomplete, RunNotFoundError, StoreError
 from trialrun.executor.batch import (
     CollectReport,
@@ -57,7 +57,7 @@ class Prepared:
     experiment: Experiment
     source: str
     base_dir: Path
-    items: list[dict[str, Any]]
+    dataset: Dataset
     conversation: Conversation
     mock: bool = False
     shard: Shard | None = None
@@ -66,15 +66,12 @@ class Prepared:
 
     @property
     def trial_count(self) -> int:
-        total = count_trials(self.experiment, len(self.items))
+        total = count_trials(self.experiment, len(self.dataset))
         if self.shard is not None or self.limit is not None:
             total = sum(
-                1 for _ in expand(self.experiment, self._item_ids(), self.shard, self.limit)
+                1 for _ in expand(self.experiment, self.dataset.ids, self.shard, self.limit)
             )
         return total
-
-    def _item_ids(self) -> list[str]:
-        return [item[self.experiment.dataset.id] for item in self.items]
 
 
 def load(
@@ -93,13 +90,13 @@ def load(
         raw, source, base_dir = read_yaml(path), str(path), path.resolve().parent
     experiment = validate(apply_overrides(raw, list(overrides)), source)
     check_models(experiment, mock, source)
-    items = load_items(experiment.dataset, base_dir, source)
     conversation = Conversation(experiment, source)
-    conversation.check(items)
+    conversation.check_names()
+    dataset = load_dataset(experiment.dataset, base_dir, source, conversation.check_item)
     if isinstance(shard, str):
         shard = Shard.parse(shard)
     return Prepared(
-        experiment, source, base_dir, items, conversation, mock, shard, limit, list(overrides)
+        experiment, source, base_dir, dataset, conversation, mock, shard, limit, list(overrides)
     )
 
 
@@ -121,7 +118,7 @@ def plan_summary(prepared: Prepared) -> dict[str, Any]:
     per_model = trials // len(experiment.models) if prepared.shard is None else None
     return {
         "name": experiment.name,
-        "items": len(prepared.items),
+        "items": len(prepared.dataset),
         "models": [m.label for m in experiment.models],
         "cells": len(cells(experiment.grid)),
         "repeats": experiment.repeats,
@@ -269,7 +266,7 @@ def _fill_run_folder(prepared: Prepared, run_id: str, folder: Path) -> None:
     experiment = prepared.experiment
     id_field = experiment.dataset.id
     experiment_json = experiment.model_dump(mode="json")
-    hashes = {"config": content_hash(experiment_json), "data": content_hash(prepared.items)}
+    hashes = {"config": content_hash(experiment_json), "data": prepared.dataset.content_hash()}
     meta = {
         "run_id": run_id,
         "experiment": experiment_json,
@@ -286,9 +283,9 @@ def _fill_run_folder(prepared: Prepared, run_id: str, folder: Path) -> None:
     store = Store.create(folder / DB_NAME)
     try:
         store.set_meta(meta)
-        store.add_items((item[id_field], item) for item in prepared.items)
+        store.add_items(prepared.dataset.encoded())
         lanes = {m.label: m.provider for m in experiment.models}
-        trials = expand(experiment, prepared._item_ids(), prepared.shard, prepared.limit)
+        trials = expand(experiment, prepared.dataset.ids, prepared.shard, prepared.limit)
         store.add_trials((trial, lanes[trial.model]) for trial in trials)
     finally:
         store.close()
@@ -366,7 +363,7 @@ def create_runs(prepared: Sequence[Prepared]) -> list[Run]:
     runs = []
     for p in prepared:
         runs.append(create_run(p))
-        p.items.clear()
+        p.dataset.release()
     return runs
 
 

@@ -354,10 +354,38 @@ def validate(raw: dict[str, Any], source: str) -> Experiment:
                 f"{source}: key '{key}' ({what}) is planned but not in this version of "
                 "trialrun yet; remove it"
             )
+    invalid = _invalid_text(raw)
+    if invalid:
+        key, bad = invalid
+        raise ConfigError(
+            f"{source}: key '{key}': text holds {bad}, a lone surrogate (an unpaired \\u escape or "
+            "a byte that is not UTF-8), which cannot be stored; fix or remove it"
+        )
     try:
         return Experiment.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(f"{source}: {_describe(exc.errors()[0])}") from None
+
+
+def _invalid_text(data: Any) -> tuple[str, str] | None:
+    """(dotted key, the escape) of the first text that cannot be UTF-8: a lone surrogate,
+    from a YAML escape such as "\\ud800" or an argument that was not UTF-8."""
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        key, value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend((f"{key}.{k}".lstrip("."), v) for k, v in value.items())
+            stack.extend((f"{key}.{k}".lstrip("."), k) for k in value if isinstance(k, str))
+        elif isinstance(value, list):
+            stack.extend((f"{key}[{i}]", v) for i, v in enumerate(value))
+        elif isinstance(value, str) and not value.isascii():
+            try:
+                value.encode()
+            except UnicodeEncodeError as exc:
+                return key or "(top level)", exc.object[exc.start : exc.end].encode(
+                    "unicode_escape"
+                ).decode()
+    return None
 
 
 def _describe(error: Any) -> str:

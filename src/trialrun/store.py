@@ -242,10 +242,10 @@ class Store:
 
         return {k: json.loads(v) for k, v in self.conn.execute("SELECT key, value FROM meta")}
 
-    def add_items(self, items: Iterable[tuple[str, dict[str, Any]]]) -> None:
-        rows = ((item_id, canonical(data)) for item_id, data in items)
+    def add_items(self, items: Iterable[tuple[str, str]]) -> None:
+        """(item id, the item's canonical JSON) pairs, as `Dataset.encoded()` gives them."""
         with self._transaction():
-            self.conn.executemany("INSERT INTO items VALUES (?, ?)", rows)
+            self.conn.executemany("INSERT INTO items VALUES (?, ?)", items)
 
     def items(self) -> dict[str, dict[str, Any]]:
         import json

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
@@ -95,12 +96,19 @@ class Conversation:
             for i, text in enumerate(experiment.followups)
         ]
         self._allowed = RESERVED_TEMPLATE_NAMES | set(experiment.grid)
+        self._reads_fields = [t for t in self.templates() if t.item_fields]
 
     def templates(self) -> list[Template]:
         return [t for _, t in self.first] + self.followups
 
-    def check(self, items: list[dict[str, Any]]) -> None:
+    def check(self, items: Iterable[dict[str, Any]]) -> None:
         """Fail now, with the template named, if any template reads a name or field that is not there."""
+        self.check_names()
+        for index, item in enumerate(items):
+            self.check_item(item, f"item {index}")
+
+    def check_names(self) -> None:
+        """Every name a template reads is an item field, a grid name or a reserved name."""
         for template in self.templates():
             unknown = template.names - self._allowed
             if unknown:
@@ -109,14 +117,17 @@ class Conversation:
                     f"{template.where}: unknown name '{name}' (use item.<field>, grid values by "
                     f"name, turns, turn, model, repeat, seed)"
                 )
-            for item in items:
-                missing = template.item_fields - item.keys()
-                if missing:
-                    fields = ", ".join(sorted(item))
-                    raise ConfigError(
-                        f"{template.where}: uses item.{sorted(missing)[0]} but an item has no such "
-                        f"field (fields: {fields})"
-                    )
+
+    def check_item(self, item: dict[str, Any], where: str) -> None:
+        """The item has every field the templates read without a default (`where` names it)."""
+        for template in self._reads_fields:
+            missing = template.item_fields - item.keys()
+            if missing:
+                fields = ", ".join(sorted(item))
+                raise ConfigError(
+                    f"{template.where}: uses item.{sorted(missing)[0]} but the item at {where} "
+                    f"has no such field (fields: {fields})"
+                )
 
     def first_messages(self, context: dict[str, Any]) -> list[dict[str, str]]:
         return [{"role": role, "content": t.render(context)} for role, t in self.first]
