@@ -31,6 +31,7 @@ bench: $(STAMP)
 bench-peers: $(STAMP)
 	$(PY) -m pip install -q inspect-ai
 	$(PY) bench/http_clients.py --n 2000 10000 --latency-ms 0 50 --runs 3
+	$(PY) bench/http_clients.py --n 100000 --latency-ms 0 --runs 3 --clients raw-aiohttp,trialrun-aiohttp
 
 # The long reliability suite: kill storms of 10 kills, bigger runs (the quick one is in `make test`).
 reliability: $(STAMP)

@@ -21,6 +21,8 @@ peak RSS are its own (`getrusage`). Usage:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -164,6 +166,18 @@ def one_run(client: str, url: str, n: int, concurrency: int) -> dict[str, float]
     }
 
 
+def versions() -> str:
+    """The packages whose code is measured, and the commit of trialrun's."""
+    found = []
+    for name in ("trialrun", "openai", "aiohttp", "httpx2", "httpx", "inspect-ai"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            found.append(f"{name} {importlib.metadata.version(name)}")
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return ", ".join(found) + (f"; trialrun at commit {commit}" if commit else "")
+
+
 def spread(values: list[float], digits: int = 0) -> str:
     fmt = f"{{:,.{digits}f}}"
     return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})"
@@ -188,6 +202,7 @@ def main() -> None:
     print(
         f"machine: {platform.machine()}, Python {platform.python_version()}, {platform.platform()}"
     )
+    print(f"versions: {versions()}")
     print(f"C = {args.concurrency}; median (min–max) of {args.runs} runs, interleaved\n")
     print(
         "| latency | N | client | req/s | wall s | CPU s | peak RSS MB "
