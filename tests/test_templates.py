@@ -233,6 +233,13 @@ def test_check_rejects_a_field_only_some_items_have() -> None:
     assert message.startswith("exp.yaml: followups[0]: uses item.n")
 
 
+def test_check_item_names_where_the_item_was_read() -> None:
+    conv = conversation(followups=["{{ item.n }}"])
+    with pytest.raises(ConfigError) as info:
+        conv.check_item({"id": "q2", "prompt": "x"}, "items.jsonl:7")
+    assert "uses item.n but the item at items.jsonl:7 has no such field" in str(info.value)
+
+
 def test_check_rejects_a_subscripted_field_the_items_lack() -> None:
     message = check_error(followups=["ok", "{{ item['hint'] }}"])
     assert message.startswith("exp.yaml: followups[1]: uses item.hint")
