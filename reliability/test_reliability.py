@@ -104,7 +104,7 @@ def check_store(run_dir: Path, planned: set[str]) -> None:
 
 def planned_ids(path: Path) -> set[str]:
     prepared = trialrun.load(path)
-    return {t.trial_id for t in expand(prepared.experiment, prepared._item_ids())}
+    return {t.trial_id for t in expand(prepared.experiment, prepared.dataset.ids)}
 
 
 def kill_storm(first: list[str], then: list[str], rng: random.Random, kills: int) -> int:
