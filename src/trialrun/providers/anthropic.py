@@ -17,16 +17,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
-import orjson
-
-from trialrun.errors import ErrorKind, ProviderError
+from trialrun.errors import ErrorKind
 from trialrun.providers.base import (
     BatchOutcome,
     BatchStatus,
     Provider,
     classify_sdk_error,
     missing_sdk,
+    post_json,
     provider,
+    raw_response_class,
     sdk_http_client,
 )
 from trialrun.types import Request, Response, Usage
@@ -78,8 +78,7 @@ class AnthropicProvider(Provider):
         self.transport = transport
         self.concurrency = concurrency
         self._client: Any = None
-        module = vars(anthropic._base_client)  # the SDK's HTTP library
-        self._raw_response = (module.get("httpx2") or module["httpx"]).Response
+        self._raw_response = raw_response_class(anthropic)
 
     def max_concurrency(self) -> int:
         return self.concurrency
@@ -115,26 +114,17 @@ class AnthropicProvider(Provider):
         return f"{len(page.data)} models listed"
 
     async def generate(self, request: Request) -> Response:
-        # As in the OpenAI adapter: the SDK's documented low-level `post` (auth, headers,
-        # timeouts, transport, error classes as in `messages.create`), minus the typed
-        # layer's request transform and response models, which cost more CPU per request
-        # than trialrun's own work. The sampling params, which `create` no longer takes,
-        # simply go in the body when the API version takes them.
-        client = self._ensure_client()
+        # The sampling params, which the typed `messages.create` no longer takes, simply go
+        # in the body when the API version takes them.
         body = to_messages_params(request, sampling=self.sampling)
-        raw = await client.post(ENDPOINT_PATH, body=body, cast_to=self._raw_response)
-        try:
-            data = orjson.loads(raw.content)
-        except orjson.JSONDecodeError as exc:
-            raise ProviderError(
-                f"the response body is not JSON ({exc})", kind="retryable"
-            ) from None
-        try:
-            return _response(data)
-        except (KeyError, IndexError, TypeError, AttributeError) as exc:
-            raise ProviderError(
-                f"malformed Messages API answer ({type(exc).__name__}: {exc})", kind="retryable"
-            ) from None
+        return await post_json(
+            self._ensure_client(),
+            ENDPOINT_PATH,
+            body,
+            self._raw_response,
+            _response,
+            "Messages API answer",
+        )
 
     def classify_error(self, exc: BaseException) -> tuple[ErrorKind, float | None]:
         return classify_sdk_error(self._anthropic, exc) or super().classify_error(exc)

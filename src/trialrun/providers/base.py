@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, ClassVar
 
+import orjson
+
 from trialrun.errors import ConfigError, ErrorKind, ProviderError
 from trialrun.types import Request, Response
 
@@ -194,6 +196,42 @@ def sdk_http_client(sdk: Any, transport: str) -> Any | None:
         return sdk.DefaultAioHttpClient()
     except (ImportError, RuntimeError):  # the SDK's aiohttp extra is not installed
         return None
+
+
+def raw_response_class(sdk: Any) -> type:
+    """The `Response` class of the HTTP library an SDK is built on (httpx2, or httpx)."""
+    module = vars(sdk._base_client)
+    response: type = (module.get("httpx2") or module["httpx"]).Response
+    return response
+
+
+async def post_json(
+    client: Any,
+    path: str,
+    body: dict[str, Any],
+    raw_response: type,
+    parse: Callable[[Any], Response],
+    what: str,
+) -> Response:
+    """POST `body` through an OpenAI- or Anthropic-style SDK's documented low-level
+    `client.post` and parse the JSON answer with `parse`.
+
+    Auth, base URL, headers, timeouts, transport and error classes are the SDK's, as in
+    its typed methods; skipped are the typed layer's request transform and response
+    models, which cost more CPU per request than the rest of trialrun together
+    (measured; bench/RESULTS.md). `raw_response` is `raw_response_class(sdk)`. A body that is not JSON, or JSON without the fields
+    `parse` reads, is retryable."""
+    raw = await client.post(path, body=body, cast_to=raw_response)
+    try:
+        data = orjson.loads(raw.content)
+    except orjson.JSONDecodeError as exc:
+        raise ProviderError(f"the response body is not JSON ({exc})", kind="retryable") from None
+    try:
+        return parse(data)
+    except (KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise ProviderError(
+            f"malformed {what} ({type(exc).__name__}: {exc})", kind="retryable"
+        ) from None
 
 
 def classify_sdk_error(sdk: Any, exc: BaseException) -> tuple[ErrorKind, float | None] | None:

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import orjson
 
-from trialrun.errors import ErrorKind, ProviderError
+from trialrun.errors import ErrorKind
 from trialrun.providers.base import (
     BatchOutcome,
     BatchStatus,
@@ -20,7 +20,9 @@ from trialrun.providers.base import (
     classify_sdk_error,
     kind_of_status,
     missing_sdk,
+    post_json,
     provider,
+    raw_response_class,
     sdk_http_client,
 )
 from trialrun.types import Request, Response, Usage
@@ -77,8 +79,7 @@ class OpenAIProvider(Provider):
         self.concurrency = concurrency
         self._client: Any = None
         self.model_hint = str(settings.get("model", "gpt-4o"))
-        module = vars(openai._base_client)  # the SDK's HTTP library: httpx2, or httpx before it
-        self._raw_response = (module.get("httpx2") or module["httpx"]).Response
+        self._raw_response = raw_response_class(openai)
 
     def max_concurrency(self) -> int:
         return self.concurrency
@@ -106,27 +107,16 @@ class OpenAIProvider(Provider):
         return f"{len(page.data)} models listed"
 
     async def generate(self, request: Request) -> Response:
-        # The SDK's documented low-level `post` (auth, base URL, headers, timeouts, transport
-        # and its error classes, all as in `chat.completions.create`), without the typed
-        # layer's request transform and response models: those cost more CPU per request
-        # than the rest of trialrun together (measured; see bench/RESULTS.md). The body is
-        # plain JSON data already, and we read the few fields we keep from the JSON.
-        client = self._ensure_client()
         named, extra = _split_params(request.params, official=self.base_url is None)
         body = {"model": request.model, "messages": request.messages, **extra, **named}
-        raw = await client.post(ENDPOINT_PATH, body=body, cast_to=self._raw_response)
-        try:
-            data = orjson.loads(raw.content)
-        except orjson.JSONDecodeError as exc:
-            raise ProviderError(
-                f"the response body is not JSON ({exc})", kind="retryable"
-            ) from None
-        try:
-            return _response_from_json(data)
-        except (KeyError, IndexError, TypeError, AttributeError) as exc:
-            raise ProviderError(
-                f"malformed chat completion ({type(exc).__name__}: {exc})", kind="retryable"
-            ) from None
+        return await post_json(
+            self._ensure_client(),
+            ENDPOINT_PATH,
+            body,
+            self._raw_response,
+            _response_from_json,
+            "chat completion",
+        )
 
     def classify_error(self, exc: BaseException) -> tuple[ErrorKind, float | None]:
         return classify_sdk_error(self._openai, exc) or super().classify_error(exc)
