@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trialrun.errors import ConfigError
+from trialrun.errors import ConfigError, unstorable_text
 
 ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -354,21 +354,18 @@ def validate(raw: dict[str, Any], source: str) -> Experiment:
                 f"{source}: key '{key}' ({what}) is planned but not in this version of "
                 "trialrun yet; remove it"
             )
-    invalid = _invalid_text(raw)
+    invalid = _unstorable_text(raw)
     if invalid:
-        key, bad = invalid
-        raise ConfigError(
-            f"{source}: key '{key}': text holds {bad}, a lone surrogate (an unpaired \\u escape or "
-            "a byte that is not UTF-8), which cannot be stored; fix or remove it"
-        )
+        key, exc = invalid
+        raise ConfigError(f"{source}: key '{key}': {unstorable_text(exc)}")
     try:
         return Experiment.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(f"{source}: {_describe(exc.errors()[0])}") from None
 
 
-def _invalid_text(data: Any) -> tuple[str, str] | None:
-    """(dotted key, the escape) of the first text that cannot be UTF-8: a lone surrogate,
+def _unstorable_text(data: Any) -> tuple[str, UnicodeEncodeError] | None:
+    """(dotted key, the error) of the first text that cannot be UTF-8: a lone surrogate,
     from a YAML escape such as "\\ud800" or an argument that was not UTF-8."""
     stack: list[tuple[str, Any]] = [("", data)]
     while stack:
@@ -382,9 +379,7 @@ def _invalid_text(data: Any) -> tuple[str, str] | None:
             try:
                 value.encode()
             except UnicodeEncodeError as exc:
-                return key or "(top level)", exc.object[exc.start : exc.end].encode(
-                    "unicode_escape"
-                ).decode()
+                return key or "(top level)", exc
     return None
 
 

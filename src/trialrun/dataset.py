@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from trialrun.config import DatasetConfig
-from trialrun.errors import DatasetError
+from trialrun.errors import DatasetError, unstorable_text
 from trialrun.plan import canonical_bytes
 
 Item = dict[str, Any]
@@ -211,11 +211,7 @@ def _check_rows(
         try:
             dataset._add(item_id, row)
         except UnicodeEncodeError as exc:
-            bad = exc.object[exc.start : exc.end].encode("unicode_escape").decode()
-            raise DatasetError(
-                f"{located(position)}: text holds {bad}, a lone surrogate (an unpaired \\u escape or "
-                "a byte that is not UTF-8), which cannot be stored; fix or remove it"
-            ) from None
+            raise DatasetError(f"{located(position)}: {unstorable_text(exc)}") from None
     return dataset
 
 

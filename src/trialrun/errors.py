@@ -73,3 +73,12 @@ class ProviderError(TrialrunError):
 
 class RunIncomplete(TrialrunError):
     """A run stopped with trials still pending; `trialrun resume` finishes it."""
+
+
+def unstorable_text(exc: UnicodeEncodeError) -> str:
+    """What is wrong with a text that cannot be UTF-8, for a user's error line."""
+    bad = exc.object[exc.start : exc.end].encode("unicode_escape").decode()
+    return (
+        f"text holds {bad}, a lone surrogate (an unpaired \\u escape or a byte that is not "
+        "UTF-8), which cannot be stored; fix or remove it"
+    )
