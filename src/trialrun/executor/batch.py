@@ -270,6 +270,7 @@ def _advance(run: ExperimentRun, report: CollectReport) -> None:
                 if row is not None:
                     rows.append(row)
             run.store.add_batch_requests(rows)
+            run.maybe_flush()  # a stage's records are committed as they go, not held
         run.flush()  # completed trials leave `pending` before the next sweep
         if report.cache_hits == hits_before:
             return
@@ -366,16 +367,19 @@ def _complete(run: ExperimentRun, trial: PendingTrial) -> None:
 # ------------------------------------------------------------------ 4. submit
 
 
+Ready = tuple[str, str, int, str, int]
+"""A ready request as `_submit` holds it: (custom id, model label, turn, request JSON, size
+of its batch entry in bytes). The entry itself is built again only when its chunk is
+sent, so a stage never holds every request as dicts."""
+
+
 async def _submit(run: ExperimentRun, report: CollectReport) -> None:
-    groups: dict[tuple[Any, ...], list[tuple[str, str, int, dict[str, Any]]]] = defaultdict(list)
+    groups: dict[tuple[Any, ...], list[Ready]] = defaultdict(list)
     for custom_id, label, turn, request_json in run.store.ready_requests():
         route = run.routes[label]
         if route.lane in run.stopped_lanes:
             continue
-        data = orjson.loads(request_json)
-        request = Request(
-            data["model"], data["messages"], data["params"], route.base_url, route.options
-        )
+        request = _request(route, request_json)
         provider = route.provider
         key = (
             route.lane,
@@ -383,7 +387,8 @@ async def _submit(run: ExperimentRun, report: CollectReport) -> None:
             getattr(provider, "api_key", None),
             provider.batch_group(request),
         )
-        groups[key].append((custom_id, label, turn, provider.batch_entry(custom_id, request)))
+        size = len(orjson.dumps(provider.batch_entry(custom_id, request))) + 1
+        groups[key].append((custom_id, label, turn, request_json, size))
     for entries in groups.values():
         label = entries[0][1]
         route = run.routes[label]
@@ -393,18 +398,21 @@ async def _submit(run: ExperimentRun, report: CollectReport) -> None:
             await _submit_one(run, route, label, chunk, report)
 
 
-def _chunks(
-    entries: list[tuple[str, str, int, dict[str, Any]]], provider: Provider, run: ExperimentRun
-) -> list[list[tuple[str, str, int, dict[str, Any]]]]:
+def _request(route: ModelRoute, request_json: str) -> Request:
+    data = orjson.loads(request_json)
+    return Request(data["model"], data["messages"], data["params"], route.base_url, route.options)
+
+
+def _chunks(entries: list[Ready], provider: Provider, run: ExperimentRun) -> list[list[Ready]]:
     assert provider.batch_limits is not None
     max_requests, max_bytes = provider.batch_limits
     config = run.experiment.batch
     max_requests = min(max_requests, config.max_requests or max_requests)
     max_bytes = min(max_bytes, config.max_bytes or max_bytes)
-    chunks: list[list[tuple[str, str, int, dict[str, Any]]]] = [[]]
+    chunks: list[list[Ready]] = [[]]
     size = 0
     for entry in entries:
-        entry_bytes = len(orjson.dumps(entry[3])) + 1
+        entry_bytes = entry[4]
         if chunks[-1] and (len(chunks[-1]) >= max_requests or size + entry_bytes > max_bytes):
             chunks.append([])
             size = 0
@@ -417,7 +425,7 @@ async def _submit_one(
     run: ExperimentRun,
     route: ModelRoute,
     label: str,
-    chunk: list[tuple[str, str, int, dict[str, Any]]],
+    chunk: list[Ready],
     report: CollectReport,
 ) -> None:
     store = run.store
@@ -425,7 +433,8 @@ async def _submit_one(
     custom_ids = [entry[0] for entry in chunk]
     store.open_batch(tag, route.lane, label, min(entry[2] for entry in chunk), custom_ids)
     try:
-        batch_id = await route.provider.submit_batch([e[3] for e in chunk], _metadata(run, tag))
+        entries = (route.provider.batch_entry(e[0], _request(route, e[3])) for e in chunk)
+        batch_id = await route.provider.submit_batch(entries, _metadata(run, tag))
     except Exception as exc:
         kind, _ = route.provider.classify_error(exc)
         message = secrets.redact(str(exc)) or type(exc).__name__

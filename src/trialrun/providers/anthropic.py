@@ -141,8 +141,10 @@ class AnthropicProvider(Provider):
             "params": to_messages_params(request, sampling=self.sampling),
         }
 
-    async def submit_batch(self, entries: list[dict[str, Any]], metadata: dict[str, str]) -> str:
-        batch = await self._ensure_client().messages.batches.create(requests=entries)
+    async def submit_batch(
+        self, entries: Iterable[dict[str, Any]], metadata: dict[str, str]
+    ) -> str:
+        batch = await self._ensure_client().messages.batches.create(requests=list(entries))
         return str(batch.id)
 
     async def find_batch(

@@ -109,8 +109,11 @@ class Provider:
         """Requests of different groups never share a batch (OpenAI: one model per file)."""
         return ""
 
-    async def submit_batch(self, entries: list[dict[str, Any]], metadata: dict[str, str]) -> str:
-        """Create a batch; return the provider's batch id."""
+    async def submit_batch(
+        self, entries: Iterable[dict[str, Any]], metadata: dict[str, str]
+    ) -> str:
+        """Create a batch of `batch_entry` dicts; return the provider's batch id. The entries
+        are built as they are read: iterate once, and hold them only if the API needs to."""
         raise NotImplementedError
 
     async def find_batch(

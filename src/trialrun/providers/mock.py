@@ -17,6 +17,7 @@ import json
 import os
 import random
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -141,14 +142,16 @@ class MockProvider(Provider):
             raise ProviderError("mock: batch mode needs a batch folder", kind="final")
         return self.batch_dir / f"{batch_id}.json"
 
-    async def submit_batch(self, entries: list[dict[str, Any]], metadata: dict[str, str]) -> str:
+    async def submit_batch(
+        self, entries: Iterable[dict[str, Any]], metadata: dict[str, str]
+    ) -> str:
         digest = hashlib.sha256(canonical([metadata, time.time_ns()]).encode()).hexdigest()
         batch_id = f"mockbatch_{digest[:20]}"
         batch = {
             "id": batch_id,
             "created": time.time(),
             "metadata": metadata,
-            "entries": entries,
+            "entries": list(entries),
             "cancelled": False,
         }
         _write_json(self._batch_path(batch_id), batch)

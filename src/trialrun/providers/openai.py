@@ -8,6 +8,7 @@ its aiohttp transport when installed (measured faster than the default; see benc
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import orjson
@@ -135,7 +136,9 @@ class OpenAIProvider(Provider):
     def batch_group(self, request: Request) -> str:
         return request.model  # "each input file can only include requests to a single model"
 
-    async def submit_batch(self, entries: list[dict[str, Any]], metadata: dict[str, str]) -> str:
+    async def submit_batch(
+        self, entries: Iterable[dict[str, Any]], metadata: dict[str, str]
+    ) -> str:
         client = self._ensure_client()
         data = b"".join(orjson.dumps(entry) + b"\n" for entry in entries)
         name = f"trialrun-{metadata.get('trialrun_tag', 'batch')}.jsonl"
