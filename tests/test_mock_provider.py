@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from conftest import base_config, only_run, read_results
 from trialrun.errors import ProviderError
 from trialrun.providers import base
 from trialrun.providers.mock import MockProvider, answer
@@ -265,3 +271,39 @@ def test_latency_is_applied_to_each_call() -> None:
 
 def test_max_concurrency_follows_the_setting() -> None:
     assert MockProvider(concurrency=5).max_concurrency() == 5
+
+
+def _answers_in_a_process(folder: Path, hash_seed: str) -> list[str]:
+    """Every response text of a mock sweep run by `trialrun run` in a process of its own."""
+    folder.mkdir()
+    dataset = {
+        "items": [
+            {"id": f"q{i}", "prompt": f"Is claim {i} about x{i} true?", "category": "c"}
+            for i in range(12)
+        ]
+    }
+    config = base_config(dataset=dataset, grid={"temperature": [0.0, 0.7]}, repeats=2)
+    (folder / "exp.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed, "TRIALRUN_CACHE_DIR": str(folder / "cache")}
+    done = subprocess.run(
+        [sys.executable, "-m", "trialrun", "run", "exp.yaml"],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    records = sorted(read_results(only_run(folder / "runs")), key=lambda r: r["trial_id"])
+    return [turn["response"] for record in records for turn in record["turns"]]
+
+
+def test_the_same_requests_get_the_same_answers_in_processes_with_other_string_hashes(
+    tmp_path: Path,
+) -> None:
+    # Words of equal length once came out in the order of the set that held them, which the
+    # process's string-hash seed decides.
+    first = _answers_in_a_process(tmp_path / "one", "1")
+    second = _answers_in_a_process(tmp_path / "two", "2")
+    assert len(first) == 192  # 12 items x 2 models x 2 temperatures x 2 repeats x 2 turns
+    assert first == second

@@ -236,7 +236,7 @@ def answer(request: Request) -> Response:
     rng = random.Random(key)
     prompt = " ".join(m["content"] for m in request.messages if m["role"] == "user")
     verdict = _verdict(request.model, prompt, temperature, rng)
-    words = sorted({w.strip(".,?!:;\"'()").lower() for w in prompt.split()}, key=len)[-6:] or ["it"]
+    words = _longest_words(prompt)
     sentences = [rng.choice(_OPENERS[verdict])]
     for _ in range(rng.randint(1, 3)):
         sentences.append(rng.choice(_SENTENCES).format(w1=rng.choice(words), w2=rng.choice(words)))
@@ -257,6 +257,14 @@ def answer(request: Request) -> Response:
         served_model=request.model,
         cost_usd=0.0,
     )
+
+
+def _longest_words(prompt: str, most: int = 6) -> list[str]:
+    """The prompt's `most` longest distinct words, ties in alphabetical order: never in the
+    order of a set, which the process's string-hash seed decides, so that an answer is the
+    same in every process and on every machine."""
+    distinct = {word.strip(".,?!:;\"'()").lower() for word in prompt.split()}
+    return sorted(distinct, key=lambda word: (len(word), word))[-most:] or ["it"]
 
 
 def _verdict(model: str, prompt: str, temperature: float, rng: random.Random) -> str:
