@@ -156,23 +156,30 @@ def test_anthropic_sampling_params_are_left_out_with_a_warning_unless_an_old_ver
             sweep(fake, n=1, params={"max_tokens": 32, "top_p": 0.9}), observer=Collect()
         )
         bodies = [r["body"] for r in generate_requests(fake)]
-        assert len(bodies) == 4 and not any("temperature" in b or "top_p" in b for b in bodies)
+        assert bodies and not any("temperature" in b or "top_p" in b for b in bodies)
         assert len(warnings) == 1
         assert "temperature, top_p" in warnings[0] and "anthropic_version" in warnings[0]
         records = read_results(run.path)
         assert all(set(r["params"]) == {"max_tokens"} for r in records)
-        # The two temperature cells sent the same request, yet each trial got its own call.
+        # The two temperature cells sent the same request on the wire: the same answer.
         assert len({r["trial_id"] for r in records}) == 2
+        assert len({r["turns"][0]["response"] for r in records}) == 1
 
+        # The same experiment with an option that changes the wire (temperature is now
+        # sent): nothing may come from the cache of the first run.
         fake.reset()
         warnings.clear()
-        config = sweep(fake, n=1, name="old")
+        config = sweep(fake, n=1, params={"max_tokens": 32, "top_p": 0.9})
         config["models"][0]["options"] = {"anthropic_version": "2023-06-01"}
-        trialrun.run(config, observer=Collect())
+        again = trialrun.run(config, observer=Collect())
         requests = generate_requests(fake)
+        assert len(requests) == 4
         assert {r["body"]["temperature"] for r in requests} == {0.0, 0.7}
         assert {r["headers"]["anthropic-version"] for r in requests} == {"2023-06-01"}
         assert warnings == []
+        records = read_results(again.path)
+        assert {r["params"]["temperature"] for r in records} == {0.0, 0.7}
+        assert not any(t["cache_hit"] for r in records for t in r["turns"])
 
 
 # ------------------------------------------------------------------ faults and retries

@@ -32,7 +32,6 @@ import orjson
 
 from trialrun import secrets
 from trialrun.errors import ConfigError
-from trialrun.executor.cache import cache_key
 from trialrun.executor.realtime import (
     ExperimentRun,
     ModelRoute,
@@ -40,6 +39,7 @@ from trialrun.executor.realtime import (
     _last_user,
     _params,
     cached_response,
+    request_key,
     sent_params,
     template_context,
 )
@@ -285,8 +285,7 @@ def _next_request(
     report: CollectReport,
 ) -> tuple[Any, ...] | None:
     route = run.routes[trial.model]
-    requested = _params(run.experiment, route.config, trial)
-    params = sent_params(route, requested)
+    params = sent_params(route, _params(run.experiment, route.config, trial))
     try:
         messages = _messages(run, trial, turn, previous)
     except Exception as exc:  # a template error fails this trial alone, as in real time
@@ -295,9 +294,7 @@ def _next_request(
         error = f"turn {turn + 1}: {message}"
         return (trial.trial_id, turn, custom_id, lane, "failed", "", "{}", None, 0, error)
     model_id = route.config.model_id
-    key = cache_key(
-        route.provider_name, model_id, route.base_url, messages, requested, trial.repeat, turn
-    )
+    key = request_key(route, messages, params, trial.repeat, turn)
     request_json = canonical({"model": model_id, "messages": messages, "params": params})
     custom_id = _custom_id(trial, turn)
     response = cached_response(run, key)

@@ -1,8 +1,12 @@
 """The response cache: content-addressed, shared across runs in a user cache folder.
 
-The key is a hash of everything that changes the answer: provider, model, base URL,
-messages, sampling params (the seed among them), repeat and turn index. The
-provider is the one that answers, so `--mock` answers never stand in for real ones.
+The key is a hash of exactly what goes on the wire, plus where it goes: provider, model,
+base URL (the endpoint), the model entry's provider `options` (they can change the
+request, e.g. the Anthropic API version decides whether temperature is sent), the
+messages, the sampling params *as sent* (the seed among them), and the repeat and turn
+index. The provider is the one that answers, so `--mock` answers never stand in for
+real ones. Two requests that differ only in a param the provider cannot take are the
+same request on the wire, and share an answer.
 """
 
 from __future__ import annotations
@@ -26,16 +30,23 @@ def cache_dir(configured: str | None) -> Path:
     return Path(base) / "trialrun"
 
 
+LOCAL_OPTIONS = frozenset({"transport", "concurrency"})
+"""Options that change how trialrun talks to the server, never what it sends."""
+
+
 def cache_key(
     provider: str,
     model: str,
     base_url: str | None,
+    options: dict[str, Any],
     messages: list[dict[str, str]],
     params: dict[str, Any],
     repeat: int,
     turn: int,
 ) -> str:
-    return content_hash([provider, model, base_url, messages, params, repeat, turn])
+    """The key of one request: `params` are those sent, `options` the model entry's."""
+    wire_options = {k: v for k, v in options.items() if k not in LOCAL_OPTIONS}
+    return content_hash([provider, model, base_url, wire_options, messages, params, repeat, turn])
 
 
 class ResponseCache:

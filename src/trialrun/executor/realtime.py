@@ -169,8 +169,7 @@ async def _run_trial(
     route = run.routes[trial.model]
     experiment = run.experiment
     item = trial.item
-    requested = _params(experiment, route.config, trial)
-    params = sent_params(route, requested)
+    params = sent_params(route, _params(experiment, route.config, trial))
     context = template_context(trial)
     started_at, clock = utcnow(), time.perf_counter()
     turns: list[dict[str, Any]] = []
@@ -184,7 +183,7 @@ async def _run_trial(
                 context["turn"], context["turns"] = turn + 1, history
                 messages = [*messages, run.conversation.followup(turn - 1, context)]
             outcome = await _call(
-                run, route, trial, turn, messages, requested, params, limiter, rng
+                run, route, trial, turn, messages, params, limiter, rng
             )
             retries += max(outcome.attempts - 1, 0)
             if outcome.response is None:
@@ -236,20 +235,16 @@ async def _call(
     trial: PendingTrial,
     turn: int,
     messages: list[dict[str, str]],
-    requested: dict[str, Any],
     params: dict[str, Any],
     limiter: Limiter,
     rng: random.Random,
 ) -> _Outcome:
     """One request with cache, limits and retries; a cache hit counts zero attempts.
 
-    `params` are those sent; the cache key takes all `requested`, so that trials which
-    differ only in a param the provider cannot take (grid cells, seeds) never share answers.
+    `params` are those sent, and the cache key is built from them (see executor/cache.py).
     """
     model_id = route.config.model_id
-    key = cache_key(
-        route.provider_name, model_id, route.base_url, messages, requested, trial.repeat, turn
-    )
+    key = request_key(route, messages, params, trial.repeat, turn)
     request_json = canonical({"model": model_id, "messages": messages, "params": params})
     response = cached_response(run, key)
     if response is not None:
@@ -323,6 +318,26 @@ def cached_response(run: ExperimentRun, key: str) -> Response | None:
         0.0,
     )
     return response
+
+
+def request_key(
+    route: ModelRoute,
+    messages: list[dict[str, str]],
+    params: dict[str, Any],
+    repeat: int,
+    turn: int,
+) -> str:
+    """The cache key of a request as `route` sends it (`params`: the sent ones)."""
+    return cache_key(
+        route.provider_name,
+        route.config.model_id,
+        route.base_url,
+        route.options,
+        messages,
+        params,
+        repeat,
+        turn,
+    )
 
 
 def sent_params(route: ModelRoute, requested: dict[str, Any]) -> dict[str, Any]:
