@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections import Counter
 from contextlib import closing
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import trialrun
-from conftest import base_config, read_results
+from conftest import base_config, read_results, trialrun_subprocess
 from trialrun.api import _lock, create_run
 from trialrun.errors import RunNotFoundError, StoreError
 
@@ -172,3 +173,32 @@ def test_open_run_without_reference_is_the_latest_run(write_config) -> None:
     for _ in range(12):
         newest = create_run(trialrun.load(config))
         assert trialrun.open_run().path == newest.path
+
+
+@pytest.mark.slow
+def test_deleting_run_lock_does_not_let_a_second_process_run_the_folder(
+    write_config, cli, isolated: Path
+) -> None:
+    config = write_config(mock={"latency_s": 0.2}, limits={"mock": {"concurrency": 2}})
+    proc = trialrun_subprocess("run", str(config), "--quiet", cwd=isolated)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            found = [p for p in (isolated / "runs").glob("t-*") if (p / "run.lock").exists()]
+            if found and trialrun.open_run(found[0]).counts()["done"] > 0:
+                break
+            time.sleep(0.05)
+        run_dir = found[0]
+        (run_dir / "run.lock").unlink()
+        result = cli("resume", str(run_dir))
+        assert result.code == 2, result.err
+        assert "already running" in result.err
+        assert trialrun.open_run(run_dir).is_running()
+    finally:
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    answered = query(
+        trialrun.open_run(run_dir),
+        "SELECT trial_id, turn, COUNT(*) FROM attempts GROUP BY trial_id, turn",
+    )
+    assert len(answered) == 32 and all(n == 1 for _, _, n in answered)

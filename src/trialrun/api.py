@@ -590,30 +590,46 @@ class RunBusy(StoreError):
     """Another process holds the run's lock."""
 
 
+OWNER_NAME = "run.lock"
+"""Names the process that holds a run (its pid), for messages only: the lock itself is on
+the database file, which cannot be removed without removing the run."""
+
+
 def _lock(folder: Path) -> Any:
-    handle = (folder / "run.lock").open("a+")
+    """Hold the run's lock: an exclusive flock on its database file for as long as the
+    returned handle stays open. SQLite's own locks are POSIX record locks, which flock
+    neither sees nor disturbs; the lock dies with the process, so a crash never leaves it
+    held, and deleting `run.lock` (or any other file) cannot defeat it."""
+    handle = (folder / DB_NAME).open("rb")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        handle.seek(0)
-        owner = handle.read().strip() or "another process"
         handle.close()
         raise RunBusy(
-            f"{folder}: this run is already running (pid {owner}); wait for it "
+            f"{folder}: this run is already running ({_owner(folder)}); wait for it "
             "or stop that process first"
         ) from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(str(os.getpid()))
-    handle.flush()
+    try:
+        (folder / OWNER_NAME).write_text(str(os.getpid()), encoding="utf-8")
+    except OSError:
+        pass  # informational only
     return handle
 
 
+def _owner(folder: Path) -> str:
+    try:
+        pid = (folder / OWNER_NAME).read_text(encoding="utf-8").strip()
+    except OSError:
+        pid = ""
+    return f"pid {pid}" if pid.isdigit() else "another process"
+
+
 def _locked_by_other(folder: Path) -> bool:
-    path = folder / "run.lock"
-    if not path.exists():
+    try:
+        handle = (folder / DB_NAME).open("rb")
+    except OSError:
         return False
-    with path.open("a+") as handle:
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
