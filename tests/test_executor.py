@@ -538,3 +538,28 @@ def test_followups_can_quote_earlier_turns() -> None:
         assert turn3[-2] == {"role": "assistant", "content": second}
         assert turn3[-1]["content"] == f"Turn 3; first you said {first} then {second}"
         assert third
+
+
+@pytest.mark.parametrize("asked", [3600.0, 1e308, float("inf")])
+def test_a_huge_retry_after_is_capped_at_max_wait_and_noted(asked: float) -> None:
+    waits: list[tuple[str, float, str]] = []
+
+    class Watch(trialrun.Observer):
+        def waiting(self, run: trialrun.Run, lane: str, seconds: float, note: str) -> None:
+            waits.append((lane, seconds, note))
+
+    config = base_config(
+        mock={"errors": {"rate_limit": 0.5}, "retry_after_s": asked},
+        retry={"attempts": 20, "base_wait_s": 0.001, "max_wait_s": 0.05, "timeout_s": 10},
+    )
+    started = time.monotonic()
+    run = trialrun.run(config, observer=Watch())
+    assert time.monotonic() - started < 30
+    assert run.counts()["done"] == 16
+    store = run.store()
+    try:
+        notes = [detail for _, kind, detail in store.events(100) if kind == "retry_after"]
+    finally:
+        store.close()
+    assert notes and all("capped at retry.max_wait_s" in n for n in notes)
+    assert waits and all(lane == "mock" and seconds == 0.05 for lane, seconds, _ in waits)

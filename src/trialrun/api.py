@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import os
@@ -319,6 +320,9 @@ class Observer:
 
     def warn(self, message: str) -> None: ...
 
+    def waiting(self, run: Run, lane: str, seconds: float, note: str) -> None:
+        """A lane of `run` waits `seconds` before its next request (a server's Retry-After)."""
+
     def collected(self, run: ExperimentRun, report: CollectReport) -> None:
         """A batch-mode collect pass over `run` ended; its notes are warnings."""
         for note in report.notes:
@@ -465,6 +469,7 @@ def _execute(
         interrupted = asyncio.run(_main([e for e, _ in opened], observer, wait))
     finally:
         for experiment_run, results in opened:
+            experiment_run.store.clear_live()
             experiment_run.store.reset_running()
             results.rewrite(experiment_run.store)
             experiment_run.store.close()
@@ -514,6 +519,7 @@ def _open_for_execution(
         cache=cache,
         id_field=meta["id_field"],
         on_commit=on_commit,
+        on_wait=lambda lane, seconds, note: observer.waiting(target, lane, seconds, note),
         reuse_attempts=store.has_attempts(),
         mode=mode or stored_mode,
         switched=mode is not None and mode != stored_mode,
@@ -609,10 +615,8 @@ def _lock(folder: Path) -> Any:
             f"{folder}: this run is already running ({_owner(folder)}); wait for it "
             "or stop that process first"
         ) from None
-    try:
+    with contextlib.suppress(OSError):  # informational only
         (folder / OWNER_NAME).write_text(str(os.getpid()), encoding="utf-8")
-    except OSError:
-        pass  # informational only
     return handle
 
 

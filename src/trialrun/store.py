@@ -23,6 +23,9 @@ from trialrun.plan import Trial, canonical
 
 DB_NAME = "trialrun.db"
 STATES = ("pending", "running", "done", "failed")
+LIVE_REFRESH_S = 5.0
+"""A running process rewrites its unchanged `live` state this often, so `status` can tell
+a live snapshot from a stale one."""
 
 MIGRATIONS: list[tuple[str, str]] = [
     (
@@ -214,6 +217,7 @@ class Store:
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{path}: not a usable trialrun database ({exc})") from None
         self._buffer = _Buffer()
+        self._live_written: tuple[str, float] = ("", 0.0)
 
     @classmethod
     def create(cls, path: Path) -> Store:
@@ -387,26 +391,48 @@ class Store:
     def buffered(self) -> int:
         return len(self._buffer)
 
-    def flush(self) -> list[tuple[str, str]]:
-        """Commit everything buffered in one transaction; returns the (status, record) committed."""
+    def flush(self, live: dict[str, Any] | None = None) -> list[tuple[str, str]]:
+        """Commit everything buffered in one transaction; returns the (status, record) committed.
+
+        `live` is what the running process is doing now (requests in flight, waits), kept in
+        meta under `live` for `status`; it is written with the rows, or alone when it
+        changed or is a few seconds old."""
         buffer, self._buffer = self._buffer, _Buffer()
-        if not len(buffer):
+        live_row = self._live_row(live)
+        if not len(buffer) and live_row is None:
             return []
         try:
-            self._commit(buffer)
+            self._commit(buffer, live_row)
         except BaseException:
             self._restore(buffer)  # nothing is lost: the rows wait for the next flush
             raise
         return [(row[2], row[-1]) for row in buffer.records]
+
+    def _live_row(self, live: dict[str, Any] | None) -> str | None:
+        if live is None:
+            return None
+        state = canonical({k: v for k, v in live.items() if k != "at"})
+        last_state, last_at = self._live_written
+        if state == last_state and time.monotonic() - last_at < LIVE_REFRESH_S:
+            return None
+        self._live_written = (state, time.monotonic())
+        return canonical(live)
+
+    def clear_live(self) -> None:
+        """The process stops running this store: nothing is in flight any more."""
+        with self._transaction():
+            self.conn.execute("DELETE FROM meta WHERE key='live'")
 
     def _restore(self, buffer: _Buffer) -> None:
         self._buffer.attempts[:0] = buffer.attempts
         self._buffer.records[:0] = buffer.records
         self._buffer.events[:0] = buffer.events
 
-    def _commit(self, buffer: _Buffer) -> None:
+    def _commit(self, buffer: _Buffer, live_row: str | None = None) -> None:
         now = utcnow()
         with self._transaction():
+            if live_row is not None:
+                self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('live', ?)", (live_row,))
             self.conn.executemany(
                 "INSERT INTO attempts (trial_id, turn, attempt, cache_key, request, response, "
                 "error, error_kind, latency_s, input_tokens, output_tokens, cost_usd, cache_hit, "

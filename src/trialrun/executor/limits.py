@@ -77,9 +77,14 @@ class Limiter:
         if self._tokens:
             self._tokens.adjust(estimated_tokens - actual_tokens)
 
-    def cool_down(self, seconds: float) -> None:
-        """Hold every new request of this provider for `seconds` (a 429's Retry-After)."""
-        self._resume_at = max(self._resume_at, time.monotonic() + seconds)
+    def cool_down(self, seconds: float) -> bool:
+        """Hold every new request of this provider for `seconds` (a 429's Retry-After);
+        True if that holds them longer than they were already held."""
+        until = time.monotonic() + seconds
+        if until <= self._resume_at:
+            return False
+        self._resume_at = until
+        return True
 
 
 def estimate_tokens(

@@ -31,6 +31,8 @@ from trialrun.store import PendingTrial, Store, utcnow
 from trialrun.templates import Conversation
 from trialrun.types import Request, Response
 
+NOTABLE_WAIT_S = 5.0
+"""A Retry-After wait at least this long is an event and shows on the progress line."""
 FLUSH_ROWS = 2000
 FLUSH_EVERY_S = 0.25
 PAGE = 500
@@ -77,10 +79,25 @@ class ExperimentRun:
     stopped_lanes: dict[str, str] = field(default_factory=dict)
     submit_failures: dict[str, int] = field(default_factory=dict)
     """Batch mode: failed calls to each lane's batch API in a row, in this process."""
+    in_flight: dict[str, int] = field(default_factory=dict)
+    """Requests of each lane waiting on the provider right now (shown by `status`)."""
+    waiting: dict[str, float] = field(default_factory=dict)
+    """Until when (Unix time) each lane cools down after a server's Retry-After."""
+    on_wait: Callable[[str, float, str], None] | None = None
+    """Told (lane, seconds, note) when a lane starts a wait long enough to notice."""
     _last_flush: float = field(default_factory=time.monotonic)
 
+    def live(self) -> dict[str, Any]:
+        """What a running process is doing now, for `status` in another process."""
+        now = time.time()
+        return {
+            "in_flight": sum(self.in_flight.values()),
+            "waiting": {k: round(v - now, 1) for k, v in self.waiting.items() if v > now},
+            "at": now,
+        }
+
     def flush(self) -> None:
-        committed = self.store.flush()
+        committed = self.store.flush(live=self.live())
         self._last_flush = time.monotonic()
         if self.cache is not None:
             try:
@@ -260,7 +277,13 @@ async def _call(
                 if route.lane in run.stopped_lanes:  # stopped while this call waited its turn
                     raise LaneStopped(route.lane)
                 clock = time.perf_counter()
-                response = await asyncio.wait_for(route.provider.generate(request), retry.timeout_s)
+                run.in_flight[route.lane] = run.in_flight.get(route.lane, 0) + 1
+                try:
+                    response = await asyncio.wait_for(
+                        route.provider.generate(request), retry.timeout_s
+                    )
+                finally:
+                    run.in_flight[route.lane] -= 1
         except LaneStopped:
             raise
         except Exception as exc:  # classified below; unknown ones become final trial errors
@@ -288,7 +311,7 @@ async def _call(
                     None, f"turn {turn + 1}: {message} (gave up after {attempt} attempts)", attempt
                 )
             if retry_after is not None:
-                limiter.cool_down(retry_after)
+                retry_after = _server_wait(run, route, limiter, retry_after)
             await asyncio.sleep(
                 backoff_s(attempt, retry.base_wait_s, retry.max_wait_s, retry_after, rng)
             )
@@ -302,6 +325,29 @@ async def _call(
             run.cache.put(key, canonical(response.to_json()))
         return _Outcome(response, None, attempt)
     raise AssertionError("unreachable: the loop returns on its last attempt")
+
+
+def _server_wait(
+    run: ExperimentRun, route: ModelRoute, limiter: Limiter, asked_s: float
+) -> float:
+    """Honour a server's Retry-After up to `retry.max_wait_s`: the whole lane cools down,
+    and a wait long enough to notice is an event and a note on the progress line, so a run
+    never sits silent (a server may ask for an hour, or for `inf`)."""
+    cap = run.experiment.retry.max_wait_s
+    wait = min(asked_s, cap)
+    already = run.waiting.get(route.lane, 0.0) > time.time()
+    if limiter.cool_down(wait) and not already and (wait >= NOTABLE_WAIT_S or asked_s > cap):
+        capped = f" (asked {_seconds(asked_s)}; capped at retry.max_wait_s)" if asked_s > cap else ""
+        note = f"{route.lane}: server asked to wait (Retry-After); waiting {wait:.0f} s{capped}"
+        run.store.add_event("retry_after", note)
+        run.waiting[route.lane] = time.time() + wait
+        if run.on_wait is not None:
+            run.on_wait(route.lane, wait, note)
+    return wait
+
+
+def _seconds(value: float) -> str:
+    return "forever" if value == float("inf") else f"{value:.0f} s"
 
 
 def cached_response(run: ExperimentRun, key: str) -> Response | None:

@@ -10,11 +10,11 @@ def backoff_s(
 ) -> float:
     """Seconds to wait after the `failures`-th failed attempt (1-based).
 
-    A server's Retry-After is honoured as given, even past `max_wait_s` (the server
-    knows when it will take us back), with up to 10% jitter so waiters do not return
-    in lockstep. Otherwise: uniform in [0, min(max_wait, base * 2^(failures-1))]
-    ("full jitter", AWS Architecture Blog, 2015).
+    A server's Retry-After is honoured up to `max_wait_s` (a server may ask for an hour,
+    or for `inf`: the run must not sit silent for it; the executor records the cap), with
+    up to 10% jitter so waiters do not return in lockstep. Otherwise: uniform in
+    [0, min(max_wait, base * 2^(failures-1))] ("full jitter", AWS Architecture Blog, 2015).
     """
     if retry_after_s is not None:
-        return retry_after_s * (1 + 0.1 * rng.random())
+        return min(retry_after_s * (1 + 0.1 * rng.random()), max_wait_s)
     return rng.uniform(0, min(max_wait_s, base_s * 2 ** (failures - 1)))
