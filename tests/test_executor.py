@@ -87,6 +87,7 @@ RECORD_KEYS = {
     "finished_at",
     "elapsed_s",
     "retries",
+    "cost_usd",
 }
 TURN_KEYS = {
     "response",

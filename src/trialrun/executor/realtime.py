@@ -119,9 +119,16 @@ class Limiters:
         self._by_lane: dict[str, Limiter] = {}
 
     def get(self, lane: str, run: ExperimentRun, default_concurrency: int) -> Limiter:
-        if lane not in self._by_lane:
-            self._by_lane[lane] = Limiter(run.experiment.limits.get(lane), default_concurrency)
-        return self._by_lane[lane]
+        """A lane the mock answers under --mock takes the mock's limits, not the real ones
+        (`limits.openai.rpm` would only slow a dry run); it is keyed apart from a real lane."""
+        mocked = lane != "mock" and any(
+            r.lane == lane and r.provider_name == "mock" for r in run.routes.values()
+        )
+        key = f"{lane} (--mock)" if mocked else lane
+        if key not in self._by_lane:
+            config = None if mocked else run.experiment.limits.get(lane)
+            self._by_lane[key] = Limiter(config, default_concurrency)
+        return self._by_lane[key]
 
 
 async def execute(runs: list[ExperimentRun], stop: asyncio.Event) -> None:
@@ -443,6 +450,15 @@ def _log_attempt(
     )
 
 
+def trial_cost(route: ModelRoute, turns: list[dict[str, Any]]) -> float | None:
+    """What a trial cost: the sum of its answered turns, or None (unknown) when a turn's cost
+    is unknown or the model has no price (a failed unpriced trial is unknown, never $0)."""
+    costs = [t["cost_usd"] for t in turns]
+    if None in costs or (route.price is None and route.provider_name != "mock"):
+        return None
+    return float(sum(costs))
+
+
 def _commit(
     run: ExperimentRun,
     trial: PendingTrial,
@@ -456,8 +472,7 @@ def _commit(
 ) -> None:
     finished_at = utcnow()
     status = "failed" if error else "done"
-    costs = [t["cost_usd"] for t in turns]
-    cost = None if any(c is None for c in costs) else sum(costs)
+    cost = trial_cost(run.routes[trial.model], turns)
     record = {
         "run_id": run.run_id,
         "trial_id": trial.trial_id,
@@ -478,6 +493,7 @@ def _commit(
         "finished_at": finished_at,
         "elapsed_s": round(time.perf_counter() - clock, 6),
         "retries": retries,
+        "cost_usd": cost,
     }
     tokens = sum(t["usage"]["total"] for t in turns)
     latency = sum(t["latency_s"] for t in turns)
