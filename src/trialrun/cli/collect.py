@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import click
+from rich.console import Console
 
 from trialrun import api
 from trialrun.cli.common import runs_dir_option, stdout
+from trialrun.cli.outcome import finish
 from trialrun.display import ProgressObserver, print_summary
 
 
@@ -33,3 +35,4 @@ def command(run: str | None, wait: bool, quiet: bool, runs_dir: str) -> None:
     target = api.collect(run, runs_dir=runs_dir, observer=observer, wait=wait)
     if not quiet:
         print_summary(target, stdout())
+    finish([target], Console(stderr=True, soft_wrap=True))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import click
+from rich.console import Console
 
 from trialrun import api
 from trialrun.cli.common import runs_dir_option, stdout
+from trialrun.cli.outcome import finish
 from trialrun.display import ProgressObserver, print_summary
 from trialrun.errors import UsageError
 
@@ -45,3 +47,4 @@ def command(
     console = stdout()
     for target in targets:
         print_summary(target, console)
+    finish(targets, Console(stderr=True, soft_wrap=True))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import click
+from rich.console import Console
 
 from trialrun import api
 from trialrun.cli.common import split_args, stdout
+from trialrun.cli.outcome import finish
 from trialrun.display import ProgressObserver, print_summary
 
 
@@ -75,3 +77,4 @@ def command(
     runs = api.run_prepared(prepared, observer, wait=wait)
     for run in runs:
         print_summary(run, console)
+    finish(runs, Console(stderr=True, soft_wrap=True))
