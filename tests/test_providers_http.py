@@ -8,6 +8,7 @@ retries under faults, final errors, authentication, timeouts, secrets and `docto
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -254,6 +255,76 @@ def test_a_wrong_key_stops_the_provider_with_one_message(
     assert run.counts()["done"] == 20
 
 
+# ------------------------------------------------------------------ response size limit
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_body_over_max_response_mb_fails_its_trial_finally_and_the_run_goes_on(
+    server: FakeServer, chunked: bool
+) -> None:
+    marker = ":chunked" if chunked else ""
+    dataset = items(3)
+    dataset["items"][0]["prompt"] = f"[[size:2000000{marker}]] a huge answer"
+    dataset["items"][1]["prompt"] = f"[[size:300000{marker}]] a large answer within the limit"
+    run = trialrun.run(
+        sweep(server, dataset=dataset, limits={server.kind: {"max_response_mb": 0.5}})
+    )
+
+    records = {(r["item_id"], r["grid"]["temperature"]): r for r in read_results(run.path)}
+    failed = {key for key, record in records.items() if record["status"] == "failed"}
+    assert failed == {("q0", 0.0), ("q0", 0.7)}
+    limit = f"response body over limits.{server.kind}.max_response_mb (0.5 MB)"
+    for key in failed:
+        assert limit in records[key]["error"]
+        assert records[key]["retries"] == 0
+    over = attempts(run, "error LIKE ?", f"%{limit}%")
+    assert len(over) == 2 and {row["error_kind"] for row in over} == {"final"}
+    if server.kind != "google":  # the SDKs whose body trialrun reads stop at the limit
+        detail = "got more than 524288 bytes" if chunked else "Content-Length is 2000"
+        assert all(detail in row["error"] for row in over)
+    large = records[("q1", 0.0)]["turns"][0]["response"]
+    assert len(large) > 250_000  # bodies under the limit are taken whole
+
+
+# ------------------------------------------------------------------ connection failures
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("kind", "transport"),
+    [("openai", "aiohttp"), ("openai", "httpx"), ("anthropic", "aiohttp"), ("google", None)],
+)
+@pytest.mark.parametrize("target", ["closed port", "unknown host"])
+def test_a_refused_connection_or_unknown_host_is_named_and_retried(
+    kind: str, transport: str | None, target: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_API_KEY", KEY)
+    port = _closed_port()
+    host = f"127.0.0.1:{port}" if target == "closed port" else "nosuch.invalid"
+    entry: dict[str, Any] = {"model": f"{kind}/fake-model", "base_url": f"http://{host}/v1"}
+    entry["api_key"] = "${env:FAKE_API_KEY}"
+    if transport:
+        entry["options"] = {"transport": transport}
+    retry = {**FAST_RETRY, "attempts": 2, "timeout_s": 20}
+    run = trialrun.run(base_config(dataset=items(1), models=[entry], retry=retry))
+
+    expected = (
+        f"connection refused by 127.0.0.1:{port}"
+        if target == "closed port"
+        else "cannot resolve host nosuch.invalid"
+    )
+    rows = attempts(run)
+    assert len(rows) == 4  # 2 temperatures x 2 attempts: retried, as a timeout would be
+    assert {row["error"] for row in rows} == {expected}
+    assert {row["error_kind"] for row in rows} == {"retryable"}
+    assert all(expected in record["error"] for record in read_results(run.path))
+
+
 # ------------------------------------------------------------------ the adapters' error classes
 
 
@@ -357,3 +428,45 @@ def test_doctor_checks_the_endpoint_answers(
     assert result.code != 0
     line = next(line for line in result.out.splitlines() if f"endpoint {server.kind}" in line)
     assert server.url in line
+
+
+def test_an_unpriced_models_cost_is_unknown_even_when_its_trial_failed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FAKE_API_KEY", KEY)
+    with FakeServer("openai", api_key=KEY) as fake:
+        config = sweep(fake, n=2, grid={}, followups=[], prices={})
+        config["dataset"]["items"][1]["prompt"] = "[[status:400]] no"
+        run = trialrun.run(config)
+    records = {r["item_id"]: r for r in read_results(run.path)}
+    done, failed = records["q0"], records["q1"]
+    assert done["status"] == "done" and failed["status"] == "failed"
+    assert done["turns"][0]["cost_usd"] is None
+    assert done["cost_usd"] is None and failed["cost_usd"] is None
+
+
+@pytest.mark.parametrize("key", ["k3y9", "sk-ab\\cd\\ef-0123456789"], ids=["short", "backslash"])
+def test_short_keys_and_keys_with_a_backslash_never_reach_a_file_or_the_terminal(
+    cli: Callable[..., CliResult], isolated: Path, monkeypatch: pytest.MonkeyPatch, key: str
+) -> None:
+    monkeypatch.setenv("FAKE_API_KEY", key)
+    with FakeServer("anthropic", api_key="the-right-key-entirely") as refusing:
+        path = isolated / "exp.yaml"
+        path.write_text(yaml.safe_dump(sweep(refusing, n=2)))
+        outputs = []
+        for args in (("run", str(path)), ("status",), ("export", "--format", "csv")):
+            result = cli(*args)
+            outputs += [result.out, result.err]
+        quoted = [r for r in refusing.requests if r["outcome"] == "auth"]
+    assert quoted  # the server's 401 quoted the key it was given
+    forms = {key, repr(key)[1:-1], key.replace("\\", "\\\\\\\\")}
+    leaks = [
+        (str(file), form)
+        for file in sorted(isolated.rglob("*"))
+        if file.is_file()
+        for form in forms
+        if form.encode() in file.read_bytes()
+    ]
+    assert leaks == []
+    assert not [text for text in outputs for form in forms if form in text]
+    assert any("[redacted]" in text for text in outputs)

@@ -121,6 +121,8 @@ class LimitConfig(StrictModel):
     """Requests in flight at once; defaults to the provider's own default."""
     burst_s: float = Field(default=1.0, gt=0)
     """Seconds of allowance the token buckets hold, so short bursts can go at once."""
+    max_response_mb: float = Field(default=32.0, gt=0)
+    """Largest response body taken, in MiB; a bigger one fails its attempt (not retried), read no further."""
 
 
 class RetryConfig(StrictModel):

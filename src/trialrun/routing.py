@@ -89,6 +89,7 @@ def build_routes(
                 entry.provider,
                 api_key=settings["api_key"],
                 base_url=settings["base_url"],
+                max_response_bytes=_max_response_bytes(experiment, entry.provider),
                 **settings["options"],
             )
             price = lookup(entry.model, overrides)
@@ -108,6 +109,14 @@ def build_routes(
             _unsent(experiment, entry, provider, warn),
         )
     return routes
+
+
+def _max_response_bytes(experiment: Experiment, name: str) -> int:
+    """`limits.<name>.max_response_mb` in bytes, for the provider to cap each response body."""
+    limit = experiment.limits.get(name)
+    if limit is None:
+        return providers.base.DEFAULT_MAX_RESPONSE_BYTES
+    return int(limit.max_response_mb * providers.base.MB)
 
 
 def _mock(experiment: Experiment) -> providers.Provider:

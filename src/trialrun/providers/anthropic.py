@@ -124,6 +124,7 @@ class AnthropicProvider(Provider):
             self._raw_response,
             _response,
             "Messages API answer",
+            self.body_limit,
         )
 
     def classify_error(self, exc: BaseException) -> tuple[ErrorKind, float | None]:

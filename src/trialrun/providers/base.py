@@ -9,6 +9,7 @@ third-party package through the `trialrun.providers` entry-point group.
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -21,6 +22,10 @@ from trialrun.errors import ConfigError, ErrorKind, ProviderError
 from trialrun.types import Request, Response
 
 ENTRY_POINT_GROUP = "trialrun.providers"
+MB = 1024 * 1024
+DEFAULT_MAX_RESPONSE_BYTES = 32 * MB
+"""`limits.<provider>.max_response_mb`'s default: far above any chat answer, far below a
+body that would crowd out the rest of the run's memory."""
 
 
 @dataclass(slots=True)
@@ -50,6 +55,28 @@ class BatchOutcome:
     """Expired or cancelled before it ran: resubmitted without counting an attempt."""
 
 
+@dataclass(frozen=True, slots=True)
+class BodyLimit:
+    """The most bytes one response body may have: a body past it fails its attempt, finally
+    (the same request would get the same body), before it is held whole."""
+
+    provider: str
+    max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+
+    def exceeded(self, detail: str) -> ProviderError:
+        """The error for a body over the limit; `detail` says how far over (as far as known)."""
+        return ProviderError(
+            f"response body over limits.{self.provider}.max_response_mb "
+            f"({self.max_bytes / MB:g} MB): {detail}",
+            kind="final",
+        )
+
+    def check(self, size: int, what: str) -> None:
+        """Raise `exceeded` if `size` bytes (described by `what`) are over the limit."""
+        if size > self.max_bytes:
+            raise self.exceeded(f"{what} {size} bytes")
+
+
 class Provider:
     """Base class for model providers."""
 
@@ -57,8 +84,11 @@ class Provider:
     env_keys: ClassVar[tuple[str, ...]] = ()
     """Environment variables the SDK reads its API key from (any one is enough); empty if none."""
 
-    def __init__(self, **settings: Any) -> None:
+    def __init__(
+        self, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES, **settings: Any
+    ) -> None:
         self.settings = settings
+        self.body_limit = BodyLimit(self.name or type(self).__name__, max_response_bytes)
 
     async def generate(self, request: Request) -> Response:
         raise NotImplementedError
@@ -215,6 +245,7 @@ async def post_json(
     raw_response: type,
     parse: Callable[[Any], Response],
     what: str,
+    limit: BodyLimit,
 ) -> Response:
     """POST `body` through an OpenAI- or Anthropic-style SDK's documented low-level
     `client.post` and parse the JSON answer with `parse`.
@@ -222,11 +253,19 @@ async def post_json(
     Auth, base URL, headers, timeouts, transport and error classes are the SDK's, as in
     its typed methods; skipped are the typed layer's request transform and response
     models, which cost more CPU per request than the rest of trialrun together
-    (measured; bench/RESULTS.md). `raw_response` is `raw_response_class(sdk)`. A body that is not JSON, or JSON without the fields
-    `parse` reads, is retryable."""
-    raw = await client.post(path, body=body, cast_to=raw_response)
+    (measured; bench/RESULTS.md). `raw_response` is `raw_response_class(sdk)`: with
+    `stream=True` the SDK hands back that response unread, so the body is read here within
+    `limit`. A refused connection or an unknown host says so (the SDK's aiohttp transport
+    calls both a timeout). A body that is not JSON, or JSON without the fields `parse`
+    reads, is retryable."""
     try:
-        data = orjson.loads(raw.content)
+        raw = await client.post(path, body=body, cast_to=raw_response, stream=True)
+    except Exception as exc:
+        raise_connection_failure(exc)
+        raise
+    content = await read_within(raw, limit)
+    try:
+        data = orjson.loads(content)
     except orjson.JSONDecodeError as exc:
         raise ProviderError(f"the response body is not JSON ({exc})", kind="retryable") from None
     try:
@@ -235,6 +274,78 @@ async def post_json(
         raise ProviderError(
             f"malformed {what} ({type(exc).__name__}: {exc})", kind="retryable"
         ) from None
+
+
+async def read_within(raw: Any, limit: BodyLimit) -> bytes:
+    """The body of an unread httpx-style response, read chunk by chunk and given up as soon
+    as it passes `limit` (or at once if its Content-Length does): a huge body is never
+    held whole. The response is closed either way."""
+    try:
+        declared = raw.headers.get("content-length", "")
+        if declared.isdigit():
+            limit.check(int(declared), "Content-Length is")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in raw.aiter_bytes():
+            size += len(chunk)
+            if size > limit.max_bytes:
+                raise limit.exceeded(f"got more than {limit.max_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        await raw.aclose()
+
+
+def raise_connection_failure(exc: BaseException) -> None:
+    """Raise a retryable ProviderError that names a refused connection or an unresolvable
+    host found among `exc`'s causes; return if there is none.
+
+    The SDKs' aiohttp transport reports both as "Request timed out." (its error map makes
+    every connector error a ConnectTimeout), httpx as "Connection error."; the cause
+    chain still holds the socket's own error."""
+    failure = connection_failure(exc)
+    if failure is not None:
+        raise ProviderError(failure, kind="retryable") from exc
+
+
+def connection_failure(exc: BaseException) -> str | None:
+    """"connection refused by HOST:PORT" or "cannot resolve host HOST", else None."""
+    chain = _causes(exc)
+    host, port = _address(chain)
+    if host is None:
+        return None
+    if any(isinstance(cause, socket.gaierror) for cause in chain):
+        return f"cannot resolve host {host}"
+    if any(isinstance(cause, ConnectionRefusedError) for cause in chain):
+        return f"connection refused by {host}:{port}" if port else f"connection refused by {host}"
+    return None
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """`exc` and what it was raised from or during, outermost first (cycles cut)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _address(chain: list[BaseException]) -> tuple[str | None, int | None]:
+    """(host, port) the failed connection was for: from aiohttp's connector error, else
+    from the request an SDK or httpx error carries."""
+    for cause in chain:
+        host = getattr(cause, "host", None)
+        if hasattr(cause, "os_error") and isinstance(host, str):  # aiohttp's connector error
+            return host, getattr(cause, "port", None)
+    for cause in chain:
+        try:
+            url = cause.request.url  # type: ignore[attr-defined]
+        except (AttributeError, RuntimeError):  # httpx raises RuntimeError when it has none
+            continue
+        default = {"http": 80, "https": 443}.get(str(url.scheme))
+        return str(url.host), url.port or default
+    return None, None
 
 
 def classify_sdk_error(sdk: Any, exc: BaseException) -> tuple[ErrorKind, float | None] | None:

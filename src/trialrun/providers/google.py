@@ -11,7 +11,14 @@ from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from trialrun.errors import ErrorKind
-from trialrun.providers.base import Provider, kind_of_status, missing_sdk, provider, retry_after_s
+from trialrun.providers.base import (
+    Provider,
+    kind_of_status,
+    missing_sdk,
+    provider,
+    raise_connection_failure,
+    retry_after_s,
+)
 from trialrun.types import Request, Response, Usage
 
 _RENAMED = {"max_tokens": "max_output_tokens", "stop": "stop_sequences"}
@@ -88,10 +95,27 @@ class GoogleProvider(Provider):
     async def generate(self, request: Request) -> Response:
         self._ensure_client()
         contents, config = to_gemini(request)
-        result = await self._client.aio.models.generate_content(
-            model=request.model, contents=contents, config=config
-        )
+        try:
+            result = await self._client.aio.models.generate_content(
+                model=request.model, contents=contents, config=config
+            )
+        except Exception as exc:
+            raise_connection_failure(exc)
+            raise
+        self._check_size(result)
         return _response(result)
+
+    def _check_size(self, result: Any) -> None:
+        """`limits.google.max_response_mb`, checked only after the fact: google-genai reads
+        the whole body itself (aiohttp's `text()`) and offers no hook to stop it. The size is
+        the Content-Length the server sent, else (a chunked body) the answer's text alone,
+        a lower bound; either way such an answer is not stored."""
+        headers = getattr(result.sdk_http_response, "headers", None) or {}
+        declared = next((v for k, v in headers.items() if k.lower() == "content-length"), "")
+        if str(declared).isdigit():
+            self.body_limit.check(int(declared), "Content-Length is")
+        else:
+            self.body_limit.check(len((result.text or "").encode()), "its text alone is")
 
     def classify_error(self, exc: BaseException) -> tuple[ErrorKind, float | None]:
         if isinstance(exc, self._errors.APIError):

@@ -117,6 +117,7 @@ class OpenAIProvider(Provider):
             self._raw_response,
             _response_from_json,
             "chat completion",
+            self.body_limit,
         )
 
     def classify_error(self, exc: BaseException) -> tuple[ErrorKind, float | None]:

@@ -9,7 +9,9 @@ Faults are drawn per request from a seeded generator: 429 with Retry-After, 500,
 overloaded (Anthropic's 529, 503 elsewhere), a slow answer (past a client's timeout),
 a connection dropped before any byte, a body cut off mid-way, and a 200 whose body is
 not JSON. A prompt containing `[[status:NNN]]` always gets that HTTP status, for tests
-of final errors (400, 404) and authentication (401).
+of final errors (400, 404) and authentication (401); one containing `[[size:NNN]]` gets
+its answer padded to a body of at least NNN bytes (`[[size:NNN:chunked]]`: sent chunked,
+with no Content-Length), for tests of the response size limit.
 
     with FakeServer("openai", faults=Faults(rate_limit=0.1)) as server:
         client = openai.OpenAI(base_url=server.url, api_key="x")
@@ -46,6 +48,8 @@ Kind = Literal["openai", "anthropic", "google"]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _FORCED = re.compile(r"\[\[status:(\d{3})\]\]")
+_SIZED = re.compile(r"\[\[size:(\d+)(:chunked)?\]\]")
+_CHUNK = 64 * 1024
 _OUTCOMES = ("rate_limit", "server_error", "overloaded", "slow", "drop", "truncate", "malformed")
 _ANTHROPIC_ERRORS = {
     400: "invalid_request_error",
@@ -334,12 +338,17 @@ class FakeServer:
                 return self._finish(
                     http, body, "status_400", self._error(400, f"bad request: {exc}")
                 )
-            forced = _FORCED.search(json.dumps(body))
+            text = json.dumps(body)
+            forced = _FORCED.search(text)
             if forced:
                 status = int(forced.group(1))
                 return self._finish(
                     http, body, f"status_{status}", self._error(status, f"forced {status}")
                 )
+            sized = _SIZED.search(text)
+            if sized:
+                data = _padded(request, render, int(sized.group(1)))
+                return await self._send_sized(http, body, data, chunked=bool(sized.group(2)))
             with self._lock:
                 outcome = self.faults.pick(self._random.random())
             if self.latency_s:
@@ -388,6 +397,25 @@ class FakeServer:
         if outcome == "slow":
             await asyncio.sleep(faults.slow_s)
         return web.Response(body=data, content_type="application/json")
+
+    async def _send_sized(
+        self, http: web.Request, body: Any, data: bytes, *, chunked: bool
+    ) -> web.StreamResponse:
+        """A 200 of `data`, with its Content-Length, or chunked without one (a client then
+        learns the size only by reading); a client that stops reading is no error."""
+        self._note(http, body, "sized")
+        if not chunked:
+            return web.Response(body=data, content_type="application/json")
+        stream = web.StreamResponse(status=200, headers={"content-type": "application/json"})
+        stream.enable_chunked_encoding()
+        try:
+            await stream.prepare(http)
+            for start in range(0, len(data), _CHUNK):
+                await stream.write(data[start : start + _CHUNK])
+            await stream.write_eof()
+        except ConnectionError:
+            pass
+        return stream
 
     def _refuse(self, http: web.Request) -> web.Response | None:
         if self.api_key is None:
@@ -795,6 +823,16 @@ def _text(content: Any) -> str:
     if isinstance(content, str):
         return content
     return "".join(block.get("text", "") for block in content if isinstance(block, dict))
+
+
+def _padded(
+    request: Request, render: Callable[[Request, Response], dict[str, Any]], size: int
+) -> bytes:
+    """The answer's body, its text padded so that the whole is at least `size` bytes."""
+    response = answer(request)
+    short = len(json.dumps(render(request, response)))
+    padding = " " + "x" * max(size - short, 0)
+    return json.dumps(render(request, replace(response, text=response.text + padding))).encode()
 
 
 def _openai_request(body: dict[str, Any], http: web.Request | None = None) -> Request:
