@@ -470,3 +470,29 @@ def test_short_keys_and_keys_with_a_backslash_never_reach_a_file_or_the_terminal
     assert leaks == []
     assert not [text for text in outputs for form in forms if form in text]
     assert any("[redacted]" in text for text in outputs)
+
+
+def test_logprobs_asked_for_and_never_returned_warn_once_per_model_and_are_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FAKE_API_KEY", KEY)
+    warnings: list[str] = []
+
+    class Collect(trialrun.Observer):
+        def warn(self, message: str) -> None:
+            warnings.append(message)
+
+    with FakeServer("openai", api_key=KEY) as fake:
+        config = sweep(fake, n=3)
+        config["dataset"] = items(3, prompt="[[mock:nologprobs]] Is {i} odd?")
+        run = trialrun.run(config, observer=Collect())
+        asked = [r for r in generate_requests(fake) if r["body"].get("top_logprobs") == 2]
+    assert len(asked) == 12
+    noted = [w for w in warnings if "logprobs" in w]
+    assert len(noted) == 1 and "openai/fake-model" in noted[0]
+    assert all(t["logprobs"] is None for r in read_results(run.path) for t in r["turns"])
+    store = run.store()
+    try:
+        assert store.missing_logprobs() == {"fake-model": 12}
+    finally:
+        store.close()

@@ -85,6 +85,10 @@ class ExperimentRun:
     """Until when (Unix time) each lane cools down after a server's Retry-After."""
     on_wait: Callable[[str, float, str], None] | None = None
     """Told (lane, seconds, note) when a lane starts a wait long enough to notice."""
+    on_warn: Callable[[str], None] | None = None
+    """Told what a user should know while the run goes (once per cause)."""
+    missing_logprobs: dict[str, int] = field(default_factory=dict)
+    """Turns per model that asked for logprobs and got none, in this process."""
     _last_flush: float = field(default_factory=time.monotonic)
 
     def live(self) -> dict[str, Any]:
@@ -95,6 +99,18 @@ class ExperimentRun:
             "waiting": {k: round(v - now, 1) for k, v in self.waiting.items() if v > now},
             "at": now,
         }
+
+    def note_missing_logprobs(self, model: str, turns: int) -> None:
+        """Logprobs were asked for and did not come back: warn once per model."""
+        if model not in self.missing_logprobs:
+            note = (
+                f"{model}: logprobs were asked for (logprobs/top_logprobs) but the server "
+                "returned none; records keep logprobs: null (`trialrun status` counts them)"
+            )
+            self.store.add_event("logprobs_missing", note)
+            if self.on_warn is not None:
+                self.on_warn(note)
+        self.missing_logprobs[model] = self.missing_logprobs.get(model, 0) + turns
 
     def flush(self) -> None:
         committed = self.store.flush(live=self.live())
@@ -473,6 +489,10 @@ def _commit(
     finished_at = utcnow()
     status = "failed" if error else "done"
     cost = trial_cost(run.routes[trial.model], turns)
+    if params.get("top_logprobs") or params.get("logprobs"):
+        missing = sum(1 for t in turns if t["logprobs"] is None)
+        if missing:
+            run.note_missing_logprobs(trial.model, missing)
     record = {
         "run_id": run.run_id,
         "trial_id": trial.trial_id,

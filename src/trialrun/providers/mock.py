@@ -6,7 +6,8 @@ statistics downstream are not trivial: each model has its own leaning towards
 Latency, and faults (429 with Retry-After, 500, 529, hangs), can be injected to
 exercise the executor. Model-entry `options` may force failures for tests:
 `fail: auth` (401) or `fail: final` (400); a prompt containing `[[mock:refuse]]`
-is refused as a content-policy error.
+is refused as a content-policy error, and one containing `[[mock:nologprobs]]` is
+answered without logprobs even when they are asked for (as some proxies do).
 """
 
 from __future__ import annotations
@@ -247,6 +248,8 @@ def answer(request: Request) -> Response:
     text = " ".join(tokens)
     input_tokens = sum(len(m["content"].split()) + 4 for m in request.messages)
     top_k = int(params.get("top_logprobs") or (1 if params.get("logprobs") else 0))
+    if "[[mock:nologprobs]]" in prompt:  # a server that ignores logprobs (some proxies do)
+        top_k = 0
     digest = hashlib.sha256(key.encode()).hexdigest()
     return Response(
         text=text,
