@@ -1,4 +1,4 @@
-"""The README's config and CLI reference, generated from the code so the docs cannot drift.
+"""The README's config, CLI and CSV-column references, generated from the code: no drift.
 
 python -m trialrun.reference --write README.md   # refresh the marked sections
 python -m trialrun.reference --check README.md   # exit 1 if they are stale (a test runs this)
@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from trialrun.config import Experiment
+from trialrun.export import CSV_COLUMNS, CSV_PATTERN_COLUMNS
 
 
 def config_reference() -> str:
@@ -101,7 +102,20 @@ def cli_reference() -> str:
     return "\n\n".join(parts)
 
 
-SECTIONS = {"config-reference": config_reference, "cli-reference": cli_reference}
+def csv_columns() -> str:
+    """`trialrun export --format csv`'s columns, from the one table `csv_row` fills."""
+    lines = ["| column | meaning |", "|---|---|"]
+    for column, meaning in {**CSV_COLUMNS, **CSV_PATTERN_COLUMNS}.items():
+        escaped = meaning.replace("|", "\\|")
+        lines.append(f"| `{column}` | {escaped} |")
+    return "\n".join(lines)
+
+
+SECTIONS = {
+    "config-reference": config_reference,
+    "cli-reference": cli_reference,
+    "csv-columns": csv_columns,
+}
 
 
 def _replacer(body: str) -> Callable[[re.Match[str]], str]:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
 from trialrun import api
 from trialrun.cli.common import runs_dir_option
-from trialrun.export import export
+from trialrun.export import export, export_file
 
 
 @click.command("export")
@@ -25,7 +26,7 @@ from trialrun.export import export
     "-o",
     "--output",
     type=click.Path(dir_okay=False, writable=True),
-    help="File to write (default: standard output).",
+    help="File to write whole, replacing it only once complete (default: standard output).",
 )
 @runs_dir_option
 def command(run: str | None, fmt: str, output: str | None, runs_dir: str) -> None:
@@ -36,8 +37,7 @@ def command(run: str | None, fmt: str, output: str | None, runs_dir: str) -> Non
         if output is None:
             export(store, fmt, sys.stdout)
             return
-        with open(output, "w", encoding="utf-8", newline="") as handle:
-            count = export(store, fmt, handle)
+        count = export_file(store, fmt, Path(output))
         click.echo(f"{count} records → {output}", err=True)
     finally:
         store.close()
