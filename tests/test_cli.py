@@ -269,8 +269,21 @@ def test_ls_lists_every_run_with_its_counts(write_config, cli) -> None:
     rows = {row[0]: row[1:] for row in table_rows(result.out)}
     assert set(rows) == {folder.name for folder in folders}
     assert sorted(tuple(r) for r in rows.values()) == [
-        ("finished", "16", "0", "0", "16"),
-        ("finished", "4", "0", "0", "4"),
+        ("finished", "16", "0", "0", "16", "no", "-"),
+        ("finished", "4", "0", "0", "4", "no", "-"),
+    ]
+
+
+def test_ls_shows_each_multirun_variants_overrides_and_the_mock_flag(write_config, cli) -> None:
+    config = str(write_config())
+    assert cli("run", config, "repeats=1,2", "grid.temperature=[0.5]", "--multirun").code == 0
+    assert cli("run", config, "--mock", "--limit", "2").code == 0
+    result = cli("ls")
+    assert result.code == 0, result.err
+    assert sorted(tuple(row[1:]) for row in table_rows(result.out)) == [
+        ("finished", "16", "0", "0", "16", "no", "repeats=2 grid.temperature=[0.5]"),
+        ("finished", "2", "0", "0", "2", "yes", "-"),
+        ("finished", "8", "0", "0", "8", "no", "repeats=1 grid.temperature=[0.5]"),
     ]
 
 
