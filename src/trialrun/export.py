@@ -3,7 +3,7 @@
 Every file written here is written whole or not at all (`atomic_output`): a kill
 midway leaves the previous file, or none, never a truncated one that looks valid.
 The CSV's columns are described once, in `CSV_COLUMNS` and `CSV_PATTERN_COLUMNS`;
-`csv_row` fills exactly those and the README's column reference is generated from them.
+`csv_row` fills exactly those and docs/reference.md's column reference is generated from them.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ CSV_COLUMNS: dict[str, str] = {
     "started_at": "When the trial started (ISO 8601, UTC).",
     "finished_at": "When the trial's record was committed (ISO 8601, UTC).",
 }
-"""The fixed columns, in order, each with its meaning (rendered into the README)."""
+"""The fixed columns, in order, each with its meaning (rendered into docs/reference.md)."""
 
 TURN_FIELDS = ("response", "finish_reason", "request_id", "served_model")
 """Per-turn columns: the last turn's unprefixed, earlier turns' as `turn<N>.<field>`."""

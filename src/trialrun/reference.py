@@ -1,7 +1,7 @@
-"""The README's config, CLI and CSV-column references, generated from the code: no drift.
+"""docs/reference.md's config, CLI and CSV-column references, generated from the code: no drift.
 
-python -m trialrun.reference --write README.md   # refresh the marked sections
-python -m trialrun.reference --check README.md   # exit 1 if they are stale (a test runs this)
+python -m trialrun.reference --write docs/reference.md   # refresh the marked sections
+python -m trialrun.reference --check docs/reference.md   # exit 1 if stale (a test runs this)
 """
 
 from __future__ import annotations
