@@ -143,7 +143,10 @@ def csv_row(record: dict[str, Any]) -> dict[str, Any]:
 
 def trial_cost(record: dict[str, Any]) -> float | None:
     """The trial's cost, or None when unknown: any answered turn without a cost, or no
-    answered turn at all (a failed call reports no usage, so nothing says what it cost)."""
+    answered turn at all (a failed call reports no usage, so nothing says what it cost).
+    Records carry it as `cost_usd` (the executor's `trial_cost`); older ones are summed here."""
+    if "cost_usd" in record:
+        return record["cost_usd"]  # type: ignore[no-any-return]
     costs = [turn["cost_usd"] for turn in record["turns"]]
     if not costs or any(cost is None for cost in costs):
         return None

@@ -468,9 +468,12 @@ def _log_attempt(
 
 def trial_cost(route: ModelRoute, turns: list[dict[str, Any]]) -> float | None:
     """What a trial cost: the sum of its answered turns, or None (unknown) when a turn's cost
-    is unknown or the model has no price (a failed unpriced trial is unknown, never $0)."""
+    is unknown, the model has no price, or no turn was answered (a failed call reports no
+    usage, so nothing says what it cost: unknown, never $0). Mock answers cost 0."""
     costs = [t["cost_usd"] for t in turns]
-    if None in costs or (route.price is None and route.provider_name != "mock"):
+    if route.provider_name == "mock":
+        return float(sum(c or 0.0 for c in costs))
+    if not costs or None in costs or route.price is None:
         return None
     return float(sum(costs))
 
