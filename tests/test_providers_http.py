@@ -428,6 +428,7 @@ def test_doctor_checks_the_endpoint_answers(
     assert result.code != 0
     line = next(line for line in result.out.splitlines() if f"endpoint {server.kind}" in line)
     assert server.url in line
+    assert f"connection refused by 127.0.0.1:{server.port}" in line
 
 
 def test_an_unpriced_models_cost_is_unknown_even_when_its_trial_failed(

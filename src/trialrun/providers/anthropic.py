@@ -23,6 +23,7 @@ from trialrun.providers.base import (
     BatchStatus,
     Provider,
     classify_sdk_error,
+    connection_failures_named,
     missing_sdk,
     post_json,
     provider,
@@ -110,7 +111,8 @@ class AnthropicProvider(Provider):
         return self._client
 
     async def ping(self) -> str:
-        page = await self._ensure_client().models.list()
+        with connection_failures_named():
+            page = await self._ensure_client().models.list()
         return f"{len(page.data)} models listed"
 
     async def generate(self, request: Request) -> Response:

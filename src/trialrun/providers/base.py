@@ -9,9 +9,10 @@ third-party package through the `trialrun.providers` entry-point group.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, ClassVar
@@ -258,11 +259,8 @@ async def post_json(
     `limit`. A refused connection or an unknown host says so (the SDK's aiohttp transport
     calls both a timeout). A body that is not JSON, or JSON without the fields `parse`
     reads, is retryable."""
-    try:
+    with connection_failures_named():
         raw = await client.post(path, body=body, cast_to=raw_response, stream=True)
-    except Exception as exc:
-        raise_connection_failure(exc)
-        raise
     content = await read_within(raw, limit)
     try:
         data = orjson.loads(content)
@@ -296,20 +294,26 @@ async def read_within(raw: Any, limit: BodyLimit) -> bytes:
         await raw.aclose()
 
 
-def raise_connection_failure(exc: BaseException) -> None:
-    """Raise a retryable ProviderError that names a refused connection or an unresolvable
-    host found among `exc`'s causes; return if there is none.
+@contextlib.contextmanager
+def connection_failures_named() -> Iterator[None]:
+    """Turn an SDK error whose causes hold a refused connection or an unresolvable host
+    into a retryable ProviderError that says which; let every other error through.
 
     The SDKs' aiohttp transport reports both as "Request timed out." (its error map makes
-    every connector error a ConnectTimeout), httpx as "Connection error."; the cause
-    chain still holds the socket's own error."""
-    failure = connection_failure(exc)
-    if failure is not None:
+    every connector error a ConnectTimeout), httpx as "Connection error.", google-genai
+    with aiohttp's own text; the cause chain still holds the socket's own error."""
+    try:
+        yield
+    except Exception as exc:
+        failure = connection_failure(exc)
+        if failure is None:
+            raise
         raise ProviderError(failure, kind="retryable") from exc
 
 
 def connection_failure(exc: BaseException) -> str | None:
-    """"connection refused by HOST:PORT" or "cannot resolve host HOST", else None."""
+    """What failed, as `connection refused by HOST:PORT` or `cannot resolve host HOST`; else
+    None (any other failure keeps the SDK's own message)."""
     chain = _causes(exc)
     host, port = _address(chain)
     if host is None:

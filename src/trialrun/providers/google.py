@@ -13,10 +13,10 @@ from typing import Any, ClassVar
 from trialrun.errors import ErrorKind
 from trialrun.providers.base import (
     Provider,
+    connection_failures_named,
     kind_of_status,
     missing_sdk,
     provider,
-    raise_connection_failure,
     retry_after_s,
 )
 from trialrun.types import Request, Response, Usage
@@ -89,19 +89,17 @@ class GoogleProvider(Provider):
         return self._client
 
     async def ping(self) -> str:
-        pager = await self._ensure_client().aio.models.list()
+        with connection_failures_named():
+            pager = await self._ensure_client().aio.models.list()
         return f"{len(list(pager.page))} models listed"
 
     async def generate(self, request: Request) -> Response:
         self._ensure_client()
         contents, config = to_gemini(request)
-        try:
+        with connection_failures_named():
             result = await self._client.aio.models.generate_content(
                 model=request.model, contents=contents, config=config
             )
-        except Exception as exc:
-            raise_connection_failure(exc)
-            raise
         self._check_size(result)
         return _response(result)
 

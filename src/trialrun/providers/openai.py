@@ -19,6 +19,7 @@ from trialrun.providers.base import (
     BatchStatus,
     Provider,
     classify_sdk_error,
+    connection_failures_named,
     kind_of_status,
     missing_sdk,
     post_json,
@@ -104,7 +105,8 @@ class OpenAIProvider(Provider):
         return self._client
 
     async def ping(self) -> str:
-        page = await self._ensure_client().models.list()
+        with connection_failures_named():
+            page = await self._ensure_client().models.list()
         return f"{len(page.data)} models listed"
 
     async def generate(self, request: Request) -> Response:
