@@ -436,6 +436,7 @@ def test_spend_sums_successful_calls_only(store: Store) -> None:
         "output_tokens": 0,
         "cost_usd": None,
         "cache_hits": 0,
+        "cost_unknown": 0,
     }
     add_attempt(store, "t_0000", tokens=(10, 5), cost=0.25)
     add_attempt(store, "t_0000", tokens=(20, 7), cost=0.5)

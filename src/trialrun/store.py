@@ -686,9 +686,12 @@ class Store:
             yield from (row[0] for row in rows)
 
     def spend(self) -> dict[str, Any]:
+        """Answered calls so far; `cost_usd` sums the known costs only (SQL skips NULLs), so
+        `cost_unknown` counts the answers whose cost is not known (an unpriced model)."""
         row = self.conn.execute(
             "SELECT COUNT(*), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), "
-            "SUM(cost_usd), COALESCE(SUM(cache_hit), 0) FROM attempts WHERE response IS NOT NULL"
+            "SUM(cost_usd), COALESCE(SUM(cache_hit), 0), COALESCE(SUM(cost_usd IS NULL), 0) "
+            "FROM attempts WHERE response IS NOT NULL"
         ).fetchone()
         return {
             "calls": row[0],
@@ -696,6 +699,7 @@ class Store:
             "output_tokens": row[2],
             "cost_usd": row[3],
             "cache_hits": row[4],
+            "cost_unknown": row[5],
         }
 
     def recent_rate(self, window_s: float = 60.0) -> float:
@@ -708,20 +712,39 @@ class Store:
         return float(row[0]) / window_s
 
     def summary(self) -> list[dict[str, Any]]:
-        """Per model and grid cell: done, failed, tokens, mean latency, cost."""
+        """Per model and grid cell: done, failed, tokens, mean latency, the known cost and how
+        many trials' costs are unknown (SUM skips NULLs), and turns answered from the cache."""
         rows = self.conn.execute(
             "SELECT model, grid, SUM(status='done'), SUM(status='failed'), SUM(tokens), "
-            "AVG(CASE WHEN status='done' THEN latency_s END), SUM(cost_usd) "
-            "FROM records GROUP BY model, grid ORDER BY MIN(seq)"
+            "AVG(CASE WHEN status='done' THEN latency_s END), SUM(cost_usd), "
+            "SUM(cost_usd IS NULL) FROM records GROUP BY model, grid ORDER BY MIN(seq)"
         ).fetchall()
         keys = ("model", "grid", "done", "failed", "tokens", "mean_latency_s", "cost_usd")
-        return [dict(zip(keys, row, strict=True)) for row in rows]
+        hits = self.cache_hits_by_cell()
+        return [
+            {
+                **dict(zip(keys, row[:7], strict=True)),
+                "cost_unknown": row[7],
+                "cache_hits": hits.get((row[0], row[1]), 0),
+            }
+            for row in rows
+        ]
 
     def events(self, limit: int = 20) -> list[tuple[str, str, str]]:
         rows = self.conn.execute(
             "SELECT at, kind, detail FROM events ORDER BY id DESC LIMIT ?", (limit,)
         ).fetchall()
         return [tuple(r) for r in reversed(rows)]
+
+    def cache_hits_by_cell(self) -> dict[tuple[str, str], int]:
+        """Turns answered from the cache per (model, grid): an attempts scan joined to trials
+        by id. Measured at 100k trials x 2 turns: 0.05 s with no hit, 0.33-0.49 s when all
+        200k turns are hits; counting `"cache_hit":true` in the records' JSON took 0.7 s."""
+        rows = self.conn.execute(
+            "SELECT t.model, t.grid, COUNT(*) FROM attempts a JOIN trials t "
+            "ON t.trial_id = a.trial_id WHERE a.cache_hit = 1 GROUP BY t.model, t.grid"
+        )
+        return {(model, grid): n for model, grid, n in rows}
 
     def integrity_ok(self) -> bool:
         result: str = self.conn.execute("PRAGMA integrity_check").fetchone()[0]

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.text import Text
 
 from trialrun import doctor
 from trialrun.cli.common import runs_dir_option, stdout
+from trialrun.display import plain
 
 
 @click.command("doctor")
@@ -23,7 +25,7 @@ def command(config: str | None, runs_dir: str) -> None:
         checks += doctor.config_checks(Path(config))
     console = stdout()
     for check in checks:
-        mark = "[green]ok[/green]  " if check.ok else "[red]FAIL[/red]"
-        console.print(f"{mark} {check.name}: {check.detail}")
+        mark = ("ok  ", "green") if check.ok else ("FAIL", "red")
+        console.print(Text.assemble(mark, " ", plain(check.name), ": ", plain(check.detail)))
     if not all(check.ok for check in checks):
         raise click.exceptions.Exit(1)

@@ -1,4 +1,5 @@
-"""`trialrun status`."""
+"""`trialrun status`. Everything from outside (run ids, batch ids, servers' states and error
+messages in events) is printed through `display.plain`, never as markup."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from typing import Any
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from trialrun import api
 from trialrun.cli.common import runs_dir_option, stdout
+from trialrun.display import cost_text, plain
 
 
 @click.command("status")
@@ -32,7 +35,7 @@ def command(run: str | None, runs_dir: str) -> None:
     )
     if info["mode"] == "batch" and state.startswith("stopped"):
         state = "batch mode: `trialrun collect` to advance"
-    console.print(f"[bold]{info['run_id']}[/bold]  {state}")
+    console.print(Text.assemble(plain(info["run_id"], "bold"), f"  {state}"))
     table = Table(show_header=True)
     for column in ("pending", "running", "done", "failed", "total"):
         table.add_column(column, justify="right")
@@ -41,7 +44,7 @@ def command(run: str | None, runs_dir: str) -> None:
     )
     console.print(table)
     spend = info["spend"]
-    cost = "unknown" if spend["cost_usd"] is None else f"${spend['cost_usd']:,.4f}"
+    cost = cost_text(spend["cost_usd"], spend["cost_unknown"])
     console.print(
         f"calls {spend['calls']:,} (cache hits {spend['cache_hits']:,}), tokens in "
         f"{spend['input_tokens']:,} / out {spend['output_tokens']:,}, cost {cost}"
@@ -51,7 +54,7 @@ def command(run: str | None, runs_dir: str) -> None:
     if info["batches"]:
         console.print(_batch_table(info["batches"]))
     for at, kind, detail in info["events"]:
-        console.print(f"  {at}  {kind}: {detail}")
+        console.print(Text.assemble("  ", plain(at), "  ", plain(kind), ": ", plain(detail)))
 
 
 def _batch_table(batches: list[dict[str, Any]]) -> Table:
@@ -65,12 +68,12 @@ def _batch_table(batches: list[dict[str, Any]]) -> Table:
         if batch["provider_state"] and batch["provider_state"] != state and state != "abandoned":
             state = f"{state} ({batch['provider_state']})"
         table.add_row(
-            batch["batch_id"] or batch["tag"],
-            batch["lane"],
+            plain(batch["batch_id"] or batch["tag"]),
+            plain(batch["lane"]),
             str(batch["stage"] + 1),
-            state,
+            plain(state),
             f"{batch['requests']:,}",
-            counts,
+            plain(counts),
             _age(now - batch["created_unix"]),
         )
     return table
