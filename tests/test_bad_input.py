@@ -254,8 +254,92 @@ def test_override_with_a_bad_value(
     cli: Callable[..., CliResult], write_config: Callable[..., Path], isolated: Path
 ) -> None:
     write_config()
-    assert_usage_error(cli("run", "exp.yaml", "repeats=0"), "exp.yaml", "key 'repeats'")
+    assert_usage_error(cli("run", "exp.yaml", "repeats=0"), "override 'repeats=0'", "key 'repeats'")
     assert_nothing_written(isolated)
+
+
+def test_override_value_that_is_not_valid_yaml_names_the_override_not_the_file(
+    cli: Callable[..., CliResult], write_config: Callable[..., Path], isolated: Path
+) -> None:
+    write_config()
+    err = assert_usage_error(
+        cli("run", "exp.yaml", "grid.temperature=[0,0.5"),
+        "override 'grid.temperature=[0,0.5'",
+        "key 'grid.temperature'",
+        "not valid YAML",
+    )
+    assert "exp.yaml" not in err
+    assert_nothing_written(isolated)
+
+
+def test_override_that_breaks_a_rule_of_the_whole_config_names_it(
+    cli: Callable[..., CliResult], write_config: Callable[..., Path], isolated: Path
+) -> None:
+    write_config()
+    assert_usage_error(
+        cli("run", "exp.yaml", "models.1.model=mock/alpha"),
+        "override 'models.1.model=mock/alpha'",
+        "appears twice",
+    )
+    assert_nothing_written(isolated)
+
+
+def test_sampling_param_as_an_override_suggests_params_and_grid(
+    cli: Callable[..., CliResult], write_config: Callable[..., Path], isolated: Path
+) -> None:
+    write_config()
+    assert_usage_error(
+        cli("run", "exp.yaml", "temperature=0.3"),
+        "override 'temperature=0.3'",
+        "did you mean params.temperature or grid.temperature?",
+    )
+    assert_nothing_written(isolated)
+
+
+@pytest.mark.parametrize(
+    ("args", "meant"),
+    [
+        (("repeats", "5"), "repeats=5"),
+        (("repeats 5",), "repeats=5"),
+        (("grid.temperature", "[0,1]"), "grid.temperature=[0,1]"),
+        (("seed",), "seed=VALUE"),
+    ],
+)
+def test_key_and_value_without_an_equals_sign_suggest_one(
+    cli: Callable[..., CliResult],
+    write_config: Callable[..., Path],
+    isolated: Path,
+    args: tuple[str, ...],
+    meant: str,
+) -> None:
+    write_config()
+    err = assert_usage_error(cli("run", "exp.yaml", *args), f"did you mean {meant}?")
+    assert "not found" not in err
+    assert_nothing_written(isolated)
+
+
+def test_missing_config_file_named_like_a_key_is_still_not_found(
+    cli: Callable[..., CliResult], isolated: Path
+) -> None:
+    """Guard: `grid.yaml` starts with a config key, but it is a file name."""
+    assert_usage_error(cli("run", "grid.yaml"), "grid.yaml", "not found")
+    assert_nothing_written(isolated)
+
+
+def test_replacing_the_models_by_override_is_not_refused_for_their_limits(
+    cli: Callable[..., CliResult],
+    write_config: Callable[..., Path],
+    isolated: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`limits` names only `mock`; after the override no model uses it: a warning, not exit 2."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-never-sent")
+    write_config(limits={"mock": {"concurrency": 4}})
+    plan = cli("plan", "exp.yaml", "models.0.model=openai/x", "models.1.model=openai/y")
+    assert plan.code == 0, plan.err
+    run = cli("run", "exp.yaml", "models.0.model=openai/x,mock/alpha", "--multirun", "--mock", "-q")
+    assert run.code == 0, run.err
+    assert len(list((isolated / "runs").iterdir())) == 2
 
 
 @pytest.mark.parametrize("shard", ["4/4", "x", "-1/4", "1/0", "1"])

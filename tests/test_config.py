@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from trialrun.config import (
     RESERVED_TEMPLATE_NAMES,
     Experiment,
     apply_overrides,
+    config_warnings,
     env_references,
     expand_multirun,
     parse_override,
@@ -469,3 +471,67 @@ def test_exponent_numbers_without_a_dot_are_floats_in_overrides_and_files(tmp_pa
     path = tmp_path / "exp.yaml"
     path.write_text("name: t\nseed: 1\nlr: 1e-3\n")
     assert read_yaml(path)["lr"] == 0.001
+
+
+# ---------------------------------------------------------------- warnings, and whom an error blames
+
+
+def test_limits_for_a_provider_no_model_uses_is_a_warning_with_a_hint() -> None:
+    experiment = validate(base_config(limits={"mokc": {"rpm": 60}, "mock": {"rpm": 60}}), "x")
+    assert config_warnings(experiment) == [
+        "limits.mokc: no model uses provider 'mokc', so it limits nothing (did you mean 'mock'?)"
+    ]
+
+
+def test_limits_after_the_models_were_replaced_warn_and_name_the_providers_in_use() -> None:
+    raw = apply_overrides(base_config(limits={"mock": {"rpm": 60}}), ["models.0.model=openai/x"])
+    raw = apply_overrides(raw, ["models.1.model=openai/y"])
+    (warning,) = config_warnings(validate(raw, "exp.yaml"))
+    assert warning.startswith("limits.mock: no model uses provider 'mock'")
+    assert "openai" in warning
+
+
+def test_limits_for_providers_in_use_give_no_warning() -> None:
+    experiment = validate(base_config(limits={"mock": {"rpm": 60}}), "exp.yaml")
+    assert config_warnings(experiment) == []
+
+
+def test_bad_value_set_by_an_override_names_the_override_not_the_file() -> None:
+    raw = apply_overrides(base_config(), ["repeats=2", "models.-1.params=3"])
+    with pytest.raises(ConfigError) as info:
+        validate(raw, "exp.yaml")
+    message = str(info.value)
+    assert message.startswith("override 'models.-1.params=3': key 'models.1.params'"), message
+
+
+def test_bad_value_from_the_file_is_still_blamed_on_the_file() -> None:
+    raw = apply_overrides(base_config(repeats=0), ["seed=3"])
+    message = config_error(raw)
+    assert "key 'repeats'" in message
+    assert "override" not in message
+
+
+def test_override_that_breaks_a_rule_of_the_whole_config_is_named() -> None:
+    raw = apply_overrides(base_config(), ["models.1.model=mock/alpha"])
+    with pytest.raises(ConfigError) as info:
+        validate(raw, "exp.yaml")
+    message = str(info.value)
+    assert message.startswith("exp.yaml with override 'models.1.model=mock/alpha': "), message
+    assert "appears twice" in message
+
+
+@pytest.mark.parametrize(
+    ("override", "hint"),
+    [
+        ("temperature=0.3", "did you mean params.temperature or grid.temperature?"),
+        ("models.0.top_p=0.9", "did you mean models.0.params.top_p?"),
+    ],
+)
+def test_sampling_param_given_as_a_key_says_where_params_go(override: str, hint: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(hint)):
+        apply_overrides(base_config(), [override])
+
+
+def test_sampling_param_at_the_top_of_a_config_file_says_where_params_go() -> None:
+    message = config_error(base_config(max_tokens=64))
+    assert "'max_tokens' (did you mean params.max_tokens or grid.max_tokens?)" in message

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -254,7 +255,16 @@ def create_run(prepared: Prepared, runs_dir: Path | None = None) -> Run:
     run_id = f"{experiment.name}-{stamp}-{secrets.token_hex(2)}"
     final, tmp = base / run_id, base / f".{run_id}.tmp"
     try:
-        tmp.mkdir(parents=True)
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file in the way, no permission, a name too long: the config's
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        named = f"{prepared.source}: output.dir" if runs_dir is None else "runs folder"
+        what = f"cannot be created ({exc.strerror})"
+        what = "is a file, not a folder" if base.is_file() else what
+        raise ConfigError(f"{named} '{base}' {what}; name a folder for run folders") from None
+    try:
+        tmp.mkdir()
         _fill_run_folder(prepared, run_id, tmp)
         os.rename(tmp, final)
     except BaseException:

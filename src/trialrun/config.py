@@ -11,9 +11,10 @@ import difflib
 import json
 import os
 import re
+import sys
 import types
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, NamedTuple, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -22,6 +23,13 @@ from trialrun.errors import ConfigError, unstorable_text
 
 ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+MAX_NAME_LENGTH = 100
+"""A run folder is named `<name>-<YYYYmmdd-HHMMSS>-<4 hex>` (`.<...>.tmp` while written):
+126 bytes at most, well under the 255 of most file systems (143 under eCryptfs)."""
+MAX_DEPTH = 100
+"""Deepest nesting of a config or a dataset row (the top mapping is level 1). Configs and
+items are shallow; the cap keeps every recursive walker (PyYAML, json, deepcopy, pydantic)
+far from Python's recursion limit."""
 RESERVED_TEMPLATE_NAMES = frozenset({"item", "grid", "turn", "turns", "model", "repeat", "seed"})
 SAMPLING_PARAMS = frozenset(
     {
@@ -191,7 +199,7 @@ class OutputConfig(StrictModel):
 
 class Experiment(StrictModel):
     name: str = Field(pattern=NAME_PATTERN)
-    """Experiment name; it names run folders and enters trial ids."""
+    """Experiment name (at most 100 characters); it names run folders and enters trial ids."""
     seed: int = 0
     """Experiment seed; each trial's seed derives from it and the trial id."""
     dataset: DatasetConfig
@@ -225,6 +233,16 @@ class Experiment(StrictModel):
     prices: dict[str, PriceConfig] = Field(default_factory=dict)
     """Prices by `provider/model`, overriding or extending the shipped table (USD per million tokens)."""
 
+    @field_validator("name")
+    @classmethod
+    def _name_fits_a_folder_name(cls, name: str) -> str:
+        if len(name) > MAX_NAME_LENGTH:
+            raise ValueError(
+                f"at most {MAX_NAME_LENGTH} characters, since it names run folders; "
+                f"this one has {len(name)}"
+            )
+        return name
+
     @field_validator("grid")
     @classmethod
     def _grid_names(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
@@ -253,16 +271,6 @@ class Experiment(StrictModel):
         return self
 
     @model_validator(mode="after")
-    def _limits_name_used_providers(self) -> Experiment:
-        used = sorted({m.provider for m in self.models})
-        for name in self.limits:
-            if name not in used:
-                raise ValueError(
-                    f"limits.{name}: no model uses provider '{name}'{_did_you_mean(name, used)}"
-                )
-        return self
-
-    @model_validator(mode="after")
     def _grid_keys_not_misspelt(self) -> Experiment:
         templates = " ".join([m.content for m in self.messages] + self.followups)
         for key in self.grid:
@@ -280,12 +288,86 @@ class Experiment(StrictModel):
         return 1 + len(self.followups)
 
 
+def config_warnings(experiment: Experiment) -> list[str]:
+    """Lines worth a warning but not a refusal: `limits.<name>` for a provider no model uses.
+
+    Not an error, so that replacing a model by override (`models.0.model=openai/x`, or a
+    `--multirun` over models) keeps working with a config whose limits name the old provider."""
+    used = sorted({m.provider for m in experiment.models})
+    return [_unused_limit(name, used) for name in experiment.limits if name not in used]
+
+
+def _unused_limit(name: str, used: list[str]) -> str:
+    close = difflib.get_close_matches(name, used, n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'?" if close else f"the models use {', '.join(used)}"
+    return f"limits.{name}: no model uses provider '{name}', so it limits nothing ({hint})"
+
+
 # ---------------------------------------------------------------- loading
 
 
-class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader (no object tags), reading `1e-5` as a float as YAML 1.2 does."""
+class RefusedYAML(yaml.MarkedYAMLError):
+    """YAML that parses but that trialrun refuses: a key given twice in one mapping (PyYAML
+    would keep the last silently), nesting deeper than MAX_DEPTH (PyYAML's composer recurses
+    and would crash), an integer longer than Python reads from text."""
 
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader (no object tags), reading `1e-5` as a float as YAML 1.2 does,
+    and raising RefusedYAML, with the line, on what would pass silently or crash."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise RefusedYAML(
+                    problem=f"nested more than {MAX_DEPTH} levels deep", problem_mark=mark
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        self._refuse_duplicate_keys(node)
+        return super().construct_mapping(node, deep)
+
+    def _refuse_duplicate_keys(self, node: yaml.MappingNode) -> None:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # keys merged in by `<<: *base` may be overridden: that is merging
+            key = self.construct_object(key_node, deep=True)
+            try:
+                seen = first_line.get(key)
+            except TypeError:
+                continue  # an unhashable key: PyYAML's own error follows
+            if seen is not None:
+                raise RefusedYAML(
+                    problem=f"key '{key}' given twice in one mapping (first at line {seen}); "
+                    "keep one",
+                    problem_mark=key_node.start_mark,
+                )
+            first_line[key] = key_node.start_mark.line + 1
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:  # sys.int_info's limit on decimal digits (CVE-2020-10735)
+            digits = sum(ch.isdigit() for ch in str(node.value))
+            limit = sys.get_int_max_str_digits()
+            raise RefusedYAML(
+                problem=f"an integer of {digits:,} digits is longer than the {limit:,} Python "
+                "reads; quote it to keep it as text",
+                problem_mark=node.start_mark,
+            ) from None
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
@@ -312,18 +394,20 @@ def read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}:{where}: YAML syntax error: {problem}") from None
+        raise ConfigError(f"{path}:{_yaml_problem(exc)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
-    if _expanded_size(data, MAX_CONFIG_VALUES) > MAX_CONFIG_VALUES:
-        raise ConfigError(
-            f"{path}: the config expands to more than {MAX_CONFIG_VALUES:,} values once its "
-            "YAML aliases (*name) are followed; use fewer aliases or a dataset file"
-        )
+    _check_shape(data, f"{path}: the config")
     return data
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """` line 3, column 5: YAML syntax error: ...` (refused YAML is not a syntax error)."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    label = "" if isinstance(exc, RefusedYAML) else "YAML syntax error: "
+    return f"{where}: {label}{problem}"
 
 
 MAX_CONFIG_VALUES = 200_000
@@ -331,21 +415,39 @@ MAX_CONFIG_VALUES = 200_000
 "billion laughs"), which would exhaust memory when it is validated and copied."""
 
 
-def _expanded_size(data: Any, budget: int) -> int:
-    """How many values `data` holds with aliases expanded, counting no further than budget+1."""
-    count = 0
-    stack = [data]
+def _check_shape(data: Any, what: str) -> None:
+    """Refuse what YAML aliases (*name) make huge or deep: a tiny file can expand
+    exponentially (the "billion laughs"), or nest an anchor in an alias past MAX_DEPTH."""
+    aliases = "once its YAML aliases (*name) are followed"
+    count, stack = 0, [(data, 1)]
     while stack:
-        value = stack.pop()
+        value, depth = stack.pop()
         count += 1
-        if count > budget:
-            return count
+        if count > MAX_CONFIG_VALUES:
+            raise ConfigError(
+                f"{what} expands to more than {MAX_CONFIG_VALUES:,} values {aliases}; "
+                "use fewer aliases or a dataset file"
+            )
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{what} nests more than {MAX_DEPTH} levels deep {aliases}")
         if isinstance(value, dict):
-            stack.extend(value.keys())
-            stack.extend(value.values())
+            stack.extend((part, depth + 1) for pair in value.items() for part in pair)
         elif isinstance(value, list):
-            stack.extend(value)
-    return count
+            stack.extend((item, depth + 1) for item in value)
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether a parsed JSON or YAML value nests more than `limit` levels (scalars count)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return False
 
 
 def validate(raw: dict[str, Any], source: str) -> Experiment:
@@ -363,7 +465,28 @@ def validate(raw: dict[str, Any], source: str) -> Experiment:
     try:
         return Experiment.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: {_describe(exc.errors()[0])}") from None
+        error = exc.errors()[0]
+        where, note = _blame(raw, error["loc"], source)
+        raise ConfigError(f"{where}: {_describe(error)}{note}") from None
+
+
+def _blame(raw: dict[str, Any], loc: tuple[Any, ...], source: str) -> tuple[str, str]:
+    """(where, note): the override that set the failing key (the last, if several did), else
+    the overrides when the config is valid without them, else the config file."""
+    if not isinstance(raw, Overridden) or not raw.setters:
+        return source, ""
+    parts = tuple(str(part) for part in loc)
+    for setter in reversed(raw.setters):
+        if parts[: len(setter.path)] == setter.path:
+            note = "; the value is not valid YAML, so it was read as text" if setter.as_text else ""
+            return _override(setter.text), note
+    try:
+        Experiment.model_validate(raw.base)
+    except ValidationError:
+        return source, ""
+    texts = ", ".join(f"'{_clip(setter.text)}'" for setter in raw.setters)
+    plural = "s" if len(raw.setters) > 1 else ""
+    return f"{source} with override{plural} {texts}", ""
 
 
 def _unstorable_text(data: Any) -> tuple[str, UnicodeEncodeError] | None:
@@ -389,8 +512,7 @@ def _describe(error: Any) -> str:
     loc = [str(part) for part in error["loc"]]
     key = ".".join(loc) or "(top level)"
     if error["type"] == "extra_forbidden":
-        hint = _did_you_mean(loc[-1], _known_keys(loc[:-1]))
-        return f"unknown key '{key}'{hint}"
+        return f"unknown key '{_clip(key)}'{_unknown_key_hint(loc[:-1], loc[-1])}"
     if error["type"] == "missing":
         return f"key '{key}' is required"
     message = str(error["msg"]).removeprefix("Value error, ")
@@ -398,8 +520,20 @@ def _describe(error: Any) -> str:
         return message
     got = error.get("input")
     secret = loc[-1] == "api_key"  # a rejected literal key must not reach a terminal or a log
-    shown = "" if secret or isinstance(got, dict | list) or got is None else f" (got {got!r})"
+    hidden = secret or isinstance(got, dict | list) or got is None
+    shown = "" if hidden else f" (got {_clip(repr(got))})"
     return f"key '{key}': {message}{shown}"
+
+
+def _unknown_key_hint(parent: list[str], part: str) -> str:
+    """` (did you mean 'x'?)`; a sampling param given on its own says where params go."""
+    known = _known_keys(parent)
+    if part in SAMPLING_PARAMS and "params" in known:
+        places = [".".join([*parent, "params", part])]
+        if "grid" in known:
+            places.append(f"grid.{part}")
+        return f" (did you mean {' or '.join(places)}?)"
+    return _did_you_mean(part, known)
 
 
 def _did_you_mean(word: str, options: list[str]) -> str:
@@ -456,37 +590,71 @@ def _known_keys(path: list[str]) -> list[str]:
 # ---------------------------------------------------------------- overrides
 
 
+class Setter(NamedTuple):
+    """Which override set which key, in the form pydantic's error locations take."""
+
+    path: tuple[str, ...]
+    """Dotted key with list indices resolved (`models.-1` → `models.1`)."""
+    text: str
+    as_text: bool
+    """The value was not valid YAML, so it was kept as a string."""
+
+
+class Overridden(dict[str, Any]):
+    """A raw config with KEY=VALUE overrides applied that remembers its setters and the
+    config before them, so `validate` names the override, not the file, for a bad value."""
+
+    def __init__(self, base: dict[str, Any]) -> None:
+        super().__init__(copy.deepcopy(base))
+        self.base = base
+        self.setters: list[Setter] = []
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`grid.temperature=[0,0.5]` → (['grid', 'temperature'], [0, 0.5]); values are YAML."""
+    path, value, _ = _parse_override(text)
+    return path, value
+
+
+def _parse_override(text: str) -> tuple[list[str], Any, bool]:
+    """(path, value, whether the value was kept as text since it is not valid YAML)."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"override '{text}': expected KEY=VALUE, e.g. repeats=3")
+        raise ConfigError(f"{_override(text)}: expected KEY=VALUE, e.g. repeats=3")
     try:
-        parsed = yaml.load(value, Loader=_Loader) if value.strip() else None
+        parsed, as_text = (yaml.load(value, Loader=_Loader) if value.strip() else None), False
+    except RefusedYAML as exc:
+        raise ConfigError(f"{_override(text)}: {exc.problem}") from None
     except yaml.YAMLError:
-        parsed = value
-    if _expanded_size(parsed, MAX_CONFIG_VALUES) > MAX_CONFIG_VALUES:
-        raise ConfigError(
-            f"override '{key}': the value expands to more than {MAX_CONFIG_VALUES:,} values "
-            "once its YAML aliases are followed"
-        )
-    return key.strip().split("."), parsed
+        parsed, as_text = value, True
+    _check_shape(parsed, f"override '{_clip(key)}': the value")
+    return key.strip().split("."), parsed, as_text
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply dotted KEY=VALUE overrides to a raw config; unknown keys are an error."""
-    result = copy.deepcopy(raw)
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> Overridden:
+    """Apply dotted KEY=VALUE overrides to a copy of a raw config; unknown keys are an error."""
+    result = Overridden(raw)
     for text in overrides:
-        path, value = parse_override(text)
+        path, value, as_text = _parse_override(text)
         _check_path(path, text)
-        _set_path(result, path, value, text)
+        resolved = _set_path(result, path, value, text)
+        result.setters.append(Setter(tuple(resolved), text, as_text))
     return result
+
+
+def _override(text: str) -> str:
+    return f"override '{_clip(text)}'"
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    """A user's text short enough for an error line (a 4,300-digit value would flood it)."""
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def _check_path(path: list[str], text: str) -> None:
     if path[0] in PLANNED_KEYS:
         raise ConfigError(
-            f"override '{text}': key '{path[0]}' ({PLANNED_KEYS[path[0]]}) is planned but not "
+            f"{_override(text)}: key '{path[0]}' ({PLANNED_KEYS[path[0]]}) is planned but not "
             "in this version of trialrun yet"
         )
     annotation: Any = Experiment
@@ -494,36 +662,41 @@ def _check_path(path: list[str], text: str) -> None:
         try:
             annotation = _step(annotation, part)
         except KeyError:
-            key = ".".join(path[: depth + 1])
-            hint = _did_you_mean(part, _known_keys(path[:depth]))
-            raise ConfigError(f"override '{text}': unknown key '{key}'{hint}") from None
+            key = _clip(".".join(path[: depth + 1]))
+            hint = _unknown_key_hint(path[:depth], part)
+            raise ConfigError(f"{_override(text)}: unknown key '{key}'{hint}") from None
 
 
-def _set_path(data: dict[str, Any], path: list[str], value: Any, text: str) -> None:
+def _set_path(data: dict[str, Any], path: list[str], value: Any, text: str) -> list[str]:
+    """Set the value; return the path with list indices resolved (`-1` → the last index)."""
     node: Any = data
+    resolved: list[str] = []
     for depth, part in enumerate(path[:-1]):
         nxt = path[depth + 1]
         if isinstance(node, list):
-            node = _list_slot(node, part, text)
+            index = _list_index(node, part, text)
+            node = node[index]
+            resolved.append(str(index))
             continue
         if not isinstance(node.get(part), dict | list):
             node[part] = [] if nxt.lstrip("-").isdigit() else {}
         node = node[part]
+        resolved.append(part)
     last = path[-1]
     if isinstance(node, list):
-        index = int(last)
-        if not -len(node) <= index < len(node):
-            raise ConfigError(f"override '{text}': index {index} is out of range")
+        index = _list_index(node, last, text)
         node[index] = value
+        last = str(index)
     else:
         node[last] = value
+    return [*resolved, last]
 
 
-def _list_slot(node: list[Any], part: str, text: str) -> Any:
+def _list_index(node: list[Any], part: str, text: str) -> int:
     index = int(part)
     if not -len(node) <= index < len(node):
-        raise ConfigError(f"override '{text}': index {index} is out of range")
-    return node[index]
+        raise ConfigError(f"{_override(text)}: index {index} is out of range")
+    return index % len(node)
 
 
 def expand_multirun(overrides: list[str]) -> list[list[str]]:

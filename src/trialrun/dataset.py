@@ -11,13 +11,14 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from trialrun.config import DatasetConfig
+from trialrun.config import MAX_DEPTH, DatasetConfig, too_deep
 from trialrun.errors import DatasetError, unstorable_text
 from trialrun.plan import canonical_bytes
 
@@ -27,6 +28,12 @@ ItemCheck = Callable[[Item, str], None]
 
 Rows = Iterator[tuple[int, Any]]
 """(position, row): a line number for JSONL and CSV, an index for JSON lists and inline rows."""
+
+TOO_DEEP = (
+    f"the row nests more than {MAX_DEPTH} levels deep; flatten it, or keep the deep part "
+    "as a JSON string"
+)
+"""Python's json and every walker after it recurse; a row nested 1,000 levels would crash them."""
 
 
 class Dataset:
@@ -65,10 +72,9 @@ class Dataset:
         self._ids.clear()
         self._rows.clear()
 
-    def _add(self, item_id: str, item: Item) -> None:
+    def _add(self, item_id: str, encoded: str) -> None:
         self._ids.append(item_id)
-        # as text: orjson's bytes keep their 4 KB output buffer, a str is its exact size
-        self._rows.append(canonical_bytes(item).decode())
+        self._rows.append(encoded)
 
 
 def load_dataset(
@@ -127,11 +133,16 @@ def _read_file(path: Path, fmt: str) -> Rows:
 
 def _read_json(path: Path) -> Rows:
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
+        text = path.read_text(encoding="utf-8-sig")
+        data = json.loads(text)
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{path}: cannot read dataset ({exc})") from None
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+    except RecursionError:
+        raise DatasetError(f"{path}{_deep_line(text)}: {TOO_DEEP}") from None
+    except ValueError:  # an integer past sys.get_int_max_str_digits()
+        raise DatasetError(f"{path}: {_LONG_INTEGER}") from None
     if not isinstance(data, list):
         raise DatasetError(f"{path}: expected a JSON list of objects")
     data.reverse()  # pop from the end: each row is freed once it is checked and encoded
@@ -159,6 +170,25 @@ def _parse_line(path: Path, number: int, line: str) -> Any:
         return json.loads(line)
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{path}:{number}: invalid JSON: {exc.msg}") from None
+    except RecursionError:
+        raise DatasetError(f"{path}:{number}: {TOO_DEEP}") from None
+    except ValueError:  # an integer past sys.get_int_max_str_digits()
+        raise DatasetError(f"{path}:{number}: {_LONG_INTEGER}") from None
+
+
+_LONG_INTEGER = (
+    f"an integer longer than the {sys.get_int_max_str_digits():,} digits Python reads; "
+    "quote it to keep it as text"
+)
+
+
+def _deep_line(text: str) -> str:
+    """`:N`, the line where orjson (which stops at 1,024 levels, not at a crash) finds it too deep."""
+    try:
+        orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        return f":{exc.lineno}"
+    return ""
 
 
 def _read_csv(path: Path) -> Rows:
@@ -205,13 +235,26 @@ def _check_rows(
         if cfg.limit and len(dataset) >= cfg.limit:
             continue
         row[cfg.id] = item_id
+        encoded = _encode(row, located(position))
         if check is not None:
             check(row, located(position))
-        try:
-            dataset._add(item_id, row)
-        except UnicodeEncodeError as exc:
-            raise DatasetError(f"{located(position)}: {unstorable_text(exc)}") from None
+        dataset._add(item_id, encoded)
     return dataset
+
+
+def _encode(row: Item, where: str) -> str:
+    """Canonical JSON text (a str is its exact size; orjson's bytes keep a 4 KB buffer),
+    checked before the templates see the row. Counting brackets is the cheap first test of
+    depth (strings may hold some); only a row with many is walked."""
+    try:
+        encoded = canonical_bytes(row).decode()
+    except UnicodeEncodeError as exc:
+        raise DatasetError(f"{where}: {unstorable_text(exc)}") from None
+    except RecursionError:
+        raise DatasetError(f"{where}: {TOO_DEEP}") from None
+    if encoded.count("{") + encoded.count("[") > MAX_DEPTH and too_deep(row):
+        raise DatasetError(f"{where}: {TOO_DEEP}")
+    return encoded
 
 
 def _decode(row: str) -> Item:

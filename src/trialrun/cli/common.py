@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from trialrun.config import Experiment
 from trialrun.errors import UsageError
 
 runs_dir_option = click.option(
@@ -32,16 +33,35 @@ def _exists(arg: str) -> bool:
         return False
 
 
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+
+
 def split_args(args: tuple[str, ...]) -> tuple[list[str], list[str]]:
     """CONFIG files and KEY=VALUE overrides, in any order (an existing file is a config)."""
     configs, overrides = [], []
-    for arg in args:
+    for index, arg in enumerate(args):
         if arg.startswith("-") and not _exists(arg):
             raise UsageError(f"unknown option '{arg}' (see --help)")
         if "=" in arg and not _exists(arg):
             overrides.append(arg)
-        else:
-            configs.append(arg)
+            continue
+        meant = _override_meant(arg, args[index + 1 : index + 2])
+        if meant:
+            raise UsageError(f"'{arg}' is not a config file: did you mean {meant}?")
+        configs.append(arg)
     if not configs:
         raise UsageError("no CONFIG given: name a config file, e.g. trialrun run exp.yaml")
     return configs, overrides
+
+
+def _override_meant(arg: str, following: tuple[str, ...]) -> str | None:
+    """`repeats=5` for `repeats 5` (one argument or two) that names no file: a config key
+    with a space where the `=` should be would otherwise read as a missing config file."""
+    key, _, value = arg.strip().partition(" ")
+    if _exists(arg) or key.split(".")[0] not in Experiment.model_fields:
+        return None
+    if "/" in key or key.lower().endswith(CONFIG_SUFFIXES):  # grid.yaml: a missing file
+        return None
+    if not value and following and "=" not in following[0] and not _exists(following[0]):
+        value = following[0]
+    return f"{key}={value.strip() or 'VALUE'}"
