@@ -4,6 +4,7 @@ table never cutting text off and counting cache hits, and what a batch-mode run 
 from __future__ import annotations
 
 import io
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,20 @@ def test_doctor_shows_markup_and_escapes_from_the_config_literally(cli: Cli) -> 
         assert result.code == 1, result.err
         assert_literal(result.out)
         assert "provider [bold]x[redacted]\\x1b[31m: unknown" in result.out
+
+
+def test_first_error_of_an_all_failed_run_is_shown_literally(cli: Cli) -> None:
+    config = base_config(models=[{"model": "mock/alpha", "options": {"fail": "final"}}])
+    assert cli("run", write(config)).code == 1
+    run_dir = only_run(Path("runs"))
+    conn = sqlite3.connect(run_dir / "trialrun.db")  # as if the server had said NASTY
+    conn.execute("UPDATE records SET record = json_set(record, '$.error', ?)", (NASTY,))
+    conn.commit()
+    conn.close()
+    result = cli("resume", str(run_dir))
+    assert result.code == 1
+    assert "first error: " in result.err
+    assert_literal(result.err)
 
 
 # ------------------------------------------------------------------ unknown costs

@@ -13,8 +13,10 @@ from collections.abc import Sequence
 
 import click
 from rich.console import Console
+from rich.text import Text
 
 from trialrun import api
+from trialrun.display import plain
 
 SOME_FAILED = 3
 ALL_FAILED = 1
@@ -32,11 +34,8 @@ def finish(runs: Sequence[api.Run], console: Console) -> None:
     statuses = [exit_status(run) for run in runs]
     for run, status in zip(runs, statuses, strict=True):
         if status == ALL_FAILED:
-            console.print(
-                f"every trial of {run.run_id} failed; first error: {_first_error(run)}",
-                markup=False,
-                highlight=False,
-            )
+            line = Text.assemble("every trial of ", plain(run.run_id), " failed; first error: ")
+            console.print(line + plain(_first_error(run)))
     if ALL_FAILED in statuses:
         raise click.exceptions.Exit(ALL_FAILED)
     if SOME_FAILED in statuses:
