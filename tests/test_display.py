@@ -166,7 +166,7 @@ class UploadFails(FakeServer):
     """The fake OpenAI server, answering 500 to every batch input file upload."""
 
     async def _file_upload(self, http: Any) -> Any:
-        return self._error(500, "upload failed: internal server error")
+        return self._error(500, f"upload failed: {NASTY}")
 
 
 def test_batch_run_whose_submissions_all_failed_says_none_was_submitted(
@@ -178,8 +178,10 @@ def test_batch_run_whose_submissions_all_failed_says_none_was_submitted(
         result = cli("run", write(config))
     assert result.code == 0, result.err
     assert "out; results come within 24 h" not in result.out
-    assert "no batch was submitted" in result.out
-    assert "upload failed" in result.out
+    assert "no batch was submitted (last error: openai: submitting 4 requests" in result.out
+    assert_literal(result.out)  # the server's message, in the summary
+    assert_literal(result.err)  # and in the pass's warning
+    assert "warning: openai: submitting 4 requests failed" in result.err
 
 
 def test_batch_run_says_how_many_batches_are_out(cli: Cli) -> None:
