@@ -80,7 +80,7 @@ def test_summary_table_shows_model_names_and_cell_values_literally(cli: Cli) -> 
 
 def test_doctor_shows_markup_and_escapes_from_the_config_literally(cli: Cli) -> None:
     models = [
-        {"model": "openai/m", "base_url": f"http://127.0.0.1:9/{NASTY}", "api_key": "x"},
+        {"model": "openai/m", "base_url": f"http://127.0.0.1:9/{NASTY}", "api_key": KEY},
         {"model": "[bold]x[redacted]\x1b[31m/m"},
     ]
     config = write(base_config(models=models))
