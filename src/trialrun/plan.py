@@ -106,13 +106,38 @@ def trial_seed(experiment_seed: int, tid: str) -> int:
 
 
 def cells(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    """Every point of the grid, in config order."""
+    """Every point of the grid, in config order, as a list: only for grids known to be small."""
+    return list(iter_cells(grid))
+
+
+def iter_cells(grid: dict[str, list[Any]]) -> Iterator[dict[str, Any]]:
+    """Every point of the grid, in config order, one at a time (a grid can hold millions)."""
     keys = list(grid)
-    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*grid.values())]
+    return (dict(zip(keys, values, strict=True)) for values in itertools.product(*grid.values()))
+
+
+def cell_count(grid: dict[str, list[Any]]) -> int:
+    return math.prod(len(values) for values in grid.values())
+
+
+def cell_at(grid: dict[str, list[Any]], index: int) -> dict[str, Any]:
+    """The `index`-th cell of `iter_cells(grid)` (modulo the count), without the ones before it."""
+    cell: dict[str, Any] = {}
+    index %= cell_count(grid)
+    for key in reversed(list(grid)):
+        values = grid[key]
+        index, position = divmod(index, len(values))
+        cell[key] = values[position]
+    return {key: cell[key] for key in grid}
 
 
 def count_trials(experiment: Experiment, n_items: int) -> int:
-    return n_items * len(experiment.models) * len(cells(experiment.grid)) * experiment.repeats
+    return n_items * len(experiment.models) * cell_count(experiment.grid) * experiment.repeats
+
+
+SHARED_CELLS = 10_000
+"""Up to this many grid cells are built once and shared by every trial; more are rebuilt
+as they are reached, so memory does not grow with the grid."""
 
 
 def expand(
@@ -122,12 +147,13 @@ def expand(
     limit: int | None = None,
 ) -> Iterator[Trial]:
     """Yield the trials in a fixed order: item, then model, then grid cell, then repeat."""
-    grid_cells = cells(experiment.grid)
+    grid = experiment.grid
+    shared = cells(grid) if cell_count(grid) <= SHARED_CELLS else None
     labels = [m.label for m in experiment.models]
     seq = 0
     for item_id in item_ids:
         for label in labels:
-            for cell in grid_cells:
+            for cell in shared if shared is not None else iter_cells(grid):
                 for repeat in range(experiment.repeats):
                     tid = trial_id(experiment.name, label, item_id, cell, repeat)
                     if shard is not None and not shard.holds(tid):

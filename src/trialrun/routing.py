@@ -7,15 +7,24 @@ never written anywhere.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from trialrun import providers, secrets
-from trialrun.config import SAMPLING_PARAMS, Experiment, ModelConfig, resolve_env
+from trialrun.config import (
+    SAMPLING_PARAMS,
+    Experiment,
+    ModelConfig,
+    env_references,
+    resolve_env,
+)
 from trialrun.errors import ConfigError
 from trialrun.executor.cache import cache_dir
 from trialrun.executor.realtime import ModelRoute
+from trialrun.plan import cell_count
 from trialrun.pricing import Price, lookup
 
 LOCAL_PROVIDERS = frozenset({"hf"})
@@ -38,21 +47,169 @@ def resolve_settings(entry: ModelConfig, where: str) -> dict[str, Any]:
     }
 
 
-def check_models(experiment: Experiment, mock: bool, source: str) -> None:
-    """Fail now, in one line, on an unknown provider, an unset ${env:...} or a missing key."""
+@dataclass(frozen=True, slots=True)
+class KeyNeed:
+    """An environment variable a real run of one model reads (a key, a URL, an option)."""
+
+    model: str
+    names: tuple[str, ...]
+    """Any one of them is enough."""
+    present: bool
+
+
+@dataclass
+class ModelCheck:
+    """What loading learned about the models without calling any: warnings, the keys a real
+    run needs, and each model's provider built offline (no key, no client) for its tokenizer
+    and the params it cannot take."""
+
+    warnings: list[str] = field(default_factory=list)
+    keys: list[KeyNeed] = field(default_factory=list)
+    offline: dict[str, providers.Provider | None] = field(default_factory=dict)
+    """By model label; None where the provider cannot be built here (its SDK is missing)."""
+    unsent: dict[str, frozenset[str]] = field(default_factory=dict)
+    """By model label: the params its real provider leaves out."""
+
+
+def check_models(
+    experiment: Experiment, mock: bool, source: str, *, need_keys: bool = True
+) -> ModelCheck:
+    """Fail now, in one line, on an unknown provider, a mode it cannot serve, or (with
+    `need_keys`) an unset ${env:...} or a missing key. Under --mock the real provider is still
+    checked, so a dry run refuses and warns as the real run would."""
+    checked = ModelCheck(warnings=_mock_limit_warnings(experiment, mock))
     for index, entry in enumerate(experiment.models):
         where = f"{source}: models[{index}]"
-        if swapped(entry.provider, mock):
-            continue
         providers.base.check_known(entry.provider, f"{where}.model")
-        settings = resolve_settings(entry, where)
-        _check_key(entry, settings, where)
-        factory = providers.base.provider_class(entry.provider)
-        if experiment.mode == "batch" and getattr(factory, "batch_limits", None) is None:
-            raise ConfigError(
-                f"{where} ({entry.model}): trialrun has no batch API for provider "
-                f"'{entry.provider}'; use mode: realtime, or put this model in another experiment"
+        _check_batch(experiment, entry, where)
+        real = not swapped(entry.provider, mock)
+        if real and need_keys:
+            _check_key(entry, resolve_settings(entry, where), where)
+        elif real:
+            checked.keys.extend(_key_needs(entry))
+        offline = _offline(entry, where, required=real and need_keys)
+        unsent = _unsent_of(experiment, entry, offline)
+        checked.offline[entry.label], checked.unsent[entry.label] = offline, unsent
+        message = unsent_message(entry, unsent, offline)
+        if message:
+            checked.warnings.append(message)
+    return checked
+
+
+def _check_batch(experiment: Experiment, entry: ModelConfig, where: str) -> None:
+    factory = providers.base.provider_class(entry.provider)
+    if experiment.mode == "batch" and getattr(factory, "batch_limits", None) is None:
+        raise ConfigError(
+            f"{where} ({entry.model}): trialrun has no batch API for provider "
+            f"'{entry.provider}'; use mode: realtime, or put this model in another experiment"
+        )
+
+
+def _mock_limit_warnings(experiment: Experiment, mock: bool) -> list[str]:
+    """Under --mock a swapped provider's rpm/tpm/concurrency would only slow the dry run."""
+    warnings = []
+    for name, limit in experiment.limits.items():
+        if not swapped(name, mock) or name == "mock":
+            continue
+        shown = [
+            f"{key} {value:g}"
+            for key, value in limit.model_dump().items()
+            if key in ("rpm", "tpm", "concurrency") and value is not None
+        ]
+        if shown:
+            warnings.append(
+                f"--mock: limits.{name} ({', '.join(shown)}) not applied; the mock's own "
+                f"limits are (concurrency {experiment.mock.concurrency}, no rpm or tpm)"
             )
+    return warnings
+
+
+def _key_needs(entry: ModelConfig) -> list[KeyNeed]:
+    """The variables a real run of `entry` reads, without reading them (`plan`)."""
+    needs = [
+        KeyNeed(entry.model, (name,), bool(os.environ.get(name)))
+        for name in sorted(env_references([entry.api_key, entry.base_url, entry.options]))
+    ]
+    env_keys: tuple[str, ...] = getattr(
+        providers.base.provider_class(entry.provider), "env_keys", ()
+    )
+    if env_keys and not entry.api_key and not entry.base_url:
+        present = any(os.environ.get(name) for name in env_keys)
+        needs.append(KeyNeed(entry.model, env_keys, present))
+    return needs
+
+
+def _offline(entry: ModelConfig, where: str, *, required: bool) -> providers.Provider | None:
+    """The entry's provider built as a run builds it, but with no key and so no client: its
+    tokenizer and the params it cannot take. None if its SDK is missing and no real call of
+    it is coming (`plan`, or --mock); a real run fails here, before anything is written."""
+    options = _lenient(entry.options, f"{where}.options")
+    base_url = _lenient(entry.base_url, f"{where}.base_url")
+    try:
+        return providers.create(entry.provider, base_url=base_url, **options)
+    except ConfigError:
+        if required:
+            raise
+        return None
+    except Exception:  # a third-party factory that insists on its key: no offline checks
+        return None
+
+
+def _lenient(value: Any, where: str) -> Any:
+    """`value` with its ${env:...} resolved where set; as written where not (never sent)."""
+    try:
+        return resolve_env(value, where)
+    except ConfigError:
+        return value
+
+
+def unsent_names(experiment: Experiment, entry: ModelConfig) -> set[str]:
+    """The params a request of `entry` may carry: trialrun's seed, the configured params and
+    the grid's sampling keys."""
+    names = {"seed", *experiment.params, *entry.params}
+    return names | {key for key in experiment.grid if key in SAMPLING_PARAMS}
+
+
+def _unsent_of(
+    experiment: Experiment, entry: ModelConfig, provider: providers.Provider | None
+) -> frozenset[str]:
+    if provider is None:
+        return frozenset()
+    return frozenset(provider.unsent_params(unsent_names(experiment, entry)))
+
+
+def unsent_message(entry: ModelConfig, unsent: frozenset[str], provider: Any) -> str | None:
+    """The one warning naming what `entry` leaves out (the same text in `plan`, `run` and
+    `run --mock`); None when only trialrun's own per-trial seed is left out."""
+    told = sorted(unsent - {"seed"})
+    if not told:
+        return None
+    note = provider.params_note() if provider is not None else ""
+    return f"{entry.model} cannot take {', '.join(told)}: left out of its requests and records" + (
+        f" ({note})" if note else ""
+    )
+
+
+def collapse_warnings(
+    experiment: Experiment, unsent: dict[str, frozenset[str]], read: set[str]
+) -> list[str]:
+    """Grid keys a model cannot take make its cells identical requests: one warning per model
+    naming them. Keys the templates read (`read`: template names) still vary the prompt."""
+    if "grid" in read:
+        return []
+    total = cell_count(experiment.grid)
+    warnings = []
+    for entry in experiment.models:
+        keys = [k for k in experiment.grid if k in unsent.get(entry.label, ()) and k not in read]
+        if not keys:
+            continue
+        distinct = total // math.prod(len(experiment.grid[k]) for k in keys)
+        warnings.append(
+            f"{entry.label}: grid {', '.join(keys)} never reaches the model, so its {total:,} "
+            f"cells send the requests of {distinct:,} ({total - distinct:,} collapse into "
+            f"others: more repeats, not more conditions)"
+        )
+    return warnings
 
 
 def _check_key(entry: ModelConfig, settings: dict[str, Any], where: str) -> None:
@@ -129,14 +286,8 @@ def _unsent(
     experiment: Experiment, entry: ModelConfig, provider: Any, warn: Callable[[str], None]
 ) -> frozenset[str]:
     """The params this model's provider cannot take, with one warning naming them."""
-    names = {"seed", *experiment.params, *entry.params}
-    names |= {key for key in experiment.grid if key in SAMPLING_PARAMS}
-    unsent = frozenset(provider.unsent_params(names))
-    told = sorted(unsent - {"seed"})  # trialrun's own per-trial seed, not the user's choice
-    if told:
-        note = provider.params_note()
-        warn(
-            f"{entry.model} cannot take {', '.join(told)}: left out of its requests and records"
-            + (f" ({note})" if note else "")
-        )
+    unsent = frozenset(provider.unsent_params(unsent_names(experiment, entry)))
+    message = unsent_message(entry, unsent, provider)
+    if message:
+        warn(message)
     return unsent

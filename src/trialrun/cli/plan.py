@@ -2,38 +2,62 @@
 
 from __future__ import annotations
 
+import json
+
 import click
+from rich import box
+from rich.console import Console
 from rich.table import Table
 
 from trialrun import api
 from trialrun.cli.common import split_args, stdout
+from trialrun.cli.preparing import print_warnings, trial_progress
+from trialrun.estimate import Estimate, ModelEstimate, Preview, estimate, preview
+from trialrun.routing import KeyNeed
 
 
 @click.command("plan", context_settings={"ignore_unknown_options": True})
 @click.argument("args", nargs=-1, required=True, metavar="CONFIG... [KEY=VALUE ...]")
-@click.option("--mock", is_flag=True, help="Plan as `run --mock` would (no provider checks).")
+@click.option("--mock", is_flag=True, help="Plan as `run --mock` would (mock models cost 0).")
 @click.option("--multirun", is_flag=True, help="Plan each combination of comma-separated values.")
 @click.option("--shard", metavar="I/N", help="Count only shard I of N.")
 @click.option("--limit", type=click.IntRange(min=1), help="Count only the first N trials.")
+@click.option(
+    "--show",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Print the first N requests as they would be sent (messages and params).",
+)
 def command(
-    args: tuple[str, ...], mock: bool, multirun: bool, shard: str | None, limit: int | None
+    args: tuple[str, ...],
+    mock: bool,
+    multirun: bool,
+    shard: str | None,
+    limit: int | None,
+    show: int | None,
 ) -> None:
-    """Show what a config would run (items, cells, trials, requests); sends nothing."""
+    """Show what a config would run (items, cells, trials, requests), its tokens and cost;
+    sends nothing and needs no API key."""
     configs, overrides = split_args(args)
     prepared = api.load_many(
-        configs, overrides, multirun=multirun, mock=mock, shard=shard, limit=limit
+        configs, overrides, multirun=multirun, mock=mock, shard=shard, limit=limit, need_keys=False
     )
+    print_warnings(prepared)
+    console = stdout()
+    with trial_progress(prepared, "counting"):
+        console.print(_counts_table(prepared))
+    for p in prepared:
+        _print_estimate(console, p.experiment.name, estimate(p), p.experiment.mode == "batch")
+        _print_keys(console, p.models.keys)
+        if show:
+            for number, request in enumerate(preview(p, show), 1):
+                _print_request(console, number, request)
+
+
+def _counts_table(prepared: list[api.Prepared]) -> Table:
     table = Table(title="plan", title_justify="left")
-    for column in (
-        "experiment",
-        "items",
-        "models",
-        "cells",
-        "repeats",
-        "turns",
-        "trials",
-        "requests",
-    ):
+    columns = ("experiment", "items", "models", "cells", "repeats", "turns", "trials", "requests")
+    for column in columns:
         table.add_column(column, justify="left" if column == "experiment" else "right")
     for p in prepared:
         s = api.plan_summary(p)
@@ -41,10 +65,122 @@ def command(
             s["name"],
             f"{s['items']:,}",
             str(len(s["models"])),
-            str(s["cells"]),
-            str(s["repeats"]),
+            f"{s['cells']:,}",
+            f"{s['repeats']:,}",
             str(s["turns"]),
             f"{s['trials']:,}",
             f"{s['requests']:,}",
         )
-    stdout().print(table)
+    return table
+
+
+def _print_estimate(console: Console, name: str, result: Estimate, batch_mode: bool) -> None:
+    """Per model: tokens, and cost at real-time and batch prices (the mode's own marked)."""
+    table = Table(title=f"{name}: estimate", title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("model")
+    for column in ("requests", "input tokens", "output tokens ≤"):
+        table.add_column(column, justify="right")
+    realtime, batch = "cost real-time", "cost batch"
+    table.add_column(realtime + ("" if batch_mode else " *"), justify="right")
+    table.add_column(batch + (" *" if batch_mode else ""), justify="right")
+    for m in result.models:
+        table.add_row(
+            m.label,
+            f"{m.requests:,}",
+            f"{m.input_tokens:,}",
+            f"{m.output_tokens:,}",
+            _usd(m, batch=False),
+            _usd(m, batch=True),
+        )
+    unpriced = " + unpriced" if result.unpriced else ""
+    total_rt, total_batch = result.total(), result.total(batch=True)
+    table.add_row("total", "", "", "", _money(total_rt) + unpriced, _money(total_batch) + unpriced)
+    console.print(table)
+    for line in _estimate_notes(result, batch_mode):
+        console.print(line, markup=False, soft_wrap=True)
+
+
+def _usd(m: ModelEstimate, *, batch: bool) -> str:
+    cost = m.cost(batch=batch)
+    if m.free:
+        return "$0 (mock)"
+    return "no price" if cost is None else _money(cost)
+
+
+def _money(usd: float) -> str:
+    """Cents for real sums, two significant digits for a test's fractions of a cent."""
+    return f"${usd:,.2f}" if usd >= 0.1 or usd == 0 else f"${usd:.2g}"
+
+
+def _estimate_notes(result: Estimate, batch_mode: bool) -> list[str]:
+    sampled = (
+        f"{result.sampled:,} of {result.items:,} items rendered, scaled up"
+        if result.sampled < result.items
+        else f"all {result.items:,} items rendered"
+    )
+    counted = (
+        "the provider's tokenizer"
+        if all(m.tokenizer for m in result.models if not m.free)
+        else "~4 characters a token where a provider has no offline tokenizer"
+    )
+    notes = [
+        f"tokens are an estimate ({sampled}; {counted}); output is max_tokens per request, "
+        f"an upper bound; * marks this config's mode ({'batch' if batch_mode else 'realtime'})"
+    ]
+    unbounded = [m.label for m in result.models if not m.bounded]
+    if unbounded:
+        notes.append(
+            f"no max_tokens for {', '.join(unbounded)}: their output is not bounded and "
+            "not counted; set params.max_tokens"
+        )
+    if result.unpriced:
+        notes.append(
+            f"no price known for {', '.join(result.unpriced)}: not in the total (add them "
+            "under `prices:` in the config)"
+        )
+    return notes
+
+
+def _print_keys(console: Console, keys: list[KeyNeed]) -> None:
+    """The keys a real run reads: set ones by name only, missing ones with what to do."""
+    seen: dict[tuple[str, ...], bool] = {}
+    for need in keys:
+        seen[need.names] = need.present
+    if not seen:
+        return
+    ready = [" or ".join(names) for names, present in seen.items() if present]
+    missing = [" or ".join(names) for names, present in seen.items() if not present]
+    line = "keys a real run needs: " + ", ".join(
+        [f"{name} (set)" for name in ready] + [f"{name} (NOT SET)" for name in missing]
+    )
+    console.print(line, markup=False, soft_wrap=True)
+    if missing:
+        console.print(
+            f"export {', '.join(missing)} before `trialrun run` (or dry-run with --mock)",
+            markup=False,
+            soft_wrap=True,
+        )
+
+
+def _print_request(console: Console, number: int, request: Preview) -> None:
+    cell = ", ".join(f"{k}={v}" for k, v in request.grid.items()) or "no grid"
+    console.print(
+        f"\nrequest {number}: {request.model} ({cell}, repeat {request.repeat}) {request.trial_id}",
+        markup=False,
+        soft_wrap=True,
+        style="bold",
+    )
+    console.print(f"  model: {request.model_id}", markup=False, soft_wrap=True)
+    console.print(
+        f"  params: {json.dumps(request.params, ensure_ascii=False)}", markup=False, soft_wrap=True
+    )
+    if request.error is not None:
+        console.print(f"  cannot render: {request.error}", markup=False, soft_wrap=True)
+    for message in request.messages or []:
+        console.print(f"  [{message['role']}] {message['content']}", markup=False, soft_wrap=True)
+    for turn, source in enumerate(request.followups, 2):
+        console.print(
+            f"  turn {turn} [user] template (rendered with the answers before it): {source}",
+            markup=False,
+            soft_wrap=True,
+        )

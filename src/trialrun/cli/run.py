@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import click
 from rich.console import Console
 
 from trialrun import api
 from trialrun.cli.common import split_args, stdout
 from trialrun.cli.outcome import finish
+from trialrun.cli.preparing import print_warnings, trial_progress
 from trialrun.display import ProgressObserver, print_summary
 
 
@@ -62,9 +65,12 @@ def command(
     prepared = api.load_many(
         configs, overrides, multirun=multirun, mock=mock, shard=shard, limit=limit
     )
+    told = print_warnings(prepared)
     console = stdout()
+    writing = nullcontext() if quiet else trial_progress(prepared, "writing")
     if detach:
-        runs = api.create_runs(prepared)
+        with writing:
+            runs = api.create_runs(prepared)
         pid = api.detach(runs)
         for run in runs:
             console.print(f"[bold]{run.path}[/bold]")
@@ -73,8 +79,22 @@ def command(
             f"(log: {runs[0].path / 'detached.log'}); follow with `trialrun status RUN`"
         )
         return
-    observer = api.Observer() if quiet else ProgressObserver()
-    runs = api.run_prepared(prepared, observer, wait=wait)
+    observer = api.Observer() if quiet else _NewWarnings(told)
+    with writing:
+        runs = api.run_prepared(prepared, observer, wait=wait)
     for run in runs:
         print_summary(run, console)
     finish(runs, Console(stderr=True, soft_wrap=True))
+
+
+class _NewWarnings(ProgressObserver):
+    """The progress display, less the warnings already printed when the configs loaded (a
+    run repeats some, such as the params a provider cannot take)."""
+
+    def __init__(self, told: set[str]) -> None:
+        super().__init__()
+        self.told = told
+
+    def warn(self, message: str) -> None:
+        if message not in self.told:
+            super().warn(message)

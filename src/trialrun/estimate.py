@@ -1,0 +1,265 @@
+"""What `plan` tells before anything is paid: tokens and cost per model, and the first
+requests as they would be sent. Nothing here calls a model.
+
+Prompts are rendered from up to `SAMPLE_ITEMS` items spread over the dataset (each with
+a different grid cell) and the mean is scaled to every trial, so a million items plan
+as fast as two hundred. Tokens are counted with the provider's tokenizer where it has a
+cheap offline one, else at about 4 characters a token (the rate limiter's own estimate).
+Output is `max_tokens` per request, an upper bound; a follow-up turn's input is the
+turns before it (their prompts plus `max_tokens` answers) plus its own message.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from trialrun.config import ModelConfig
+from trialrun.errors import TrialrunError
+from trialrun.executor.limits import estimate_tokens
+from trialrun.executor.realtime import ModelRoute, _params, sent_params, template_context
+from trialrun.plan import cell_at, expand
+from trialrun.pricing import Price, lookup
+from trialrun.providers.base import Provider
+from trialrun.routing import swapped
+from trialrun.store import PendingTrial
+from trialrun.types import Usage
+
+if TYPE_CHECKING:
+    from trialrun.api import Prepared
+
+SAMPLE_ITEMS = 200
+
+
+@dataclass(frozen=True)
+class ModelEstimate:
+    """One model's share of a plan."""
+
+    label: str
+    model: str
+    trials: int
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    """`max_tokens` for every request: an upper bound (0 where no max_tokens is set)."""
+    price: Price | None
+    free: bool
+    """Answered by the mock (a `mock/` model, or any under --mock): costs nothing."""
+    tokenizer: bool
+    """Counted with the provider's own tokenizer, not at ~4 characters a token."""
+    bounded: bool
+    """Every request has a max_tokens, so the output bound holds."""
+
+    def cost(self, *, batch: bool = False) -> float | None:
+        if self.free:
+            return 0.0
+        if self.price is None:
+            return None
+        return self.price.cost(Usage(self.input_tokens, self.output_tokens), batch=batch)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    models: list[ModelEstimate]
+    sampled: int
+    """Items rendered; when fewer than `items`, the tokens are scaled up."""
+    items: int
+
+    def total(self, *, batch: bool = False) -> float:
+        """The cost of the models with a price (see `unpriced` for the others)."""
+        return sum(m.cost(batch=batch) or 0.0 for m in self.models)
+
+    @property
+    def unpriced(self) -> list[str]:
+        return [m.model for m in self.models if m.cost() is None]
+
+
+def estimate(prepared: Prepared) -> Estimate:
+    """Tokens and cost of each model's trials, from a sample of rendered first turns."""
+    sample = list(_sample(prepared))
+    counts = prepared.trials_by_model()
+    models = [
+        _model_estimate(prepared, entry, sample, counts[entry.label])
+        for entry in prepared.experiment.models
+    ]
+    return Estimate(models, len(sample), len(prepared.dataset))
+
+
+def _sample(prepared: Prepared) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Up to SAMPLE_ITEMS (id, item) pairs evenly spread over the dataset."""
+    step = max(len(prepared.dataset) // SAMPLE_ITEMS, 1)
+    pairs = zip(prepared.dataset.ids, prepared.dataset, strict=True)
+    return itertools.islice(pairs, 0, step * SAMPLE_ITEMS, step)
+
+
+def _model_estimate(
+    prepared: Prepared,
+    entry: ModelConfig,
+    sample: list[tuple[str, dict[str, Any]]],
+    trials: int,
+) -> ModelEstimate:
+    route = offline_route(prepared, entry)
+    counter = _Count(route.provider)
+    per_trial = []
+    for position, (item_id, item) in enumerate(sample):
+        trial = PendingTrial(0, "", item_id, item, entry.label, _cell(prepared, position), 0, 0)
+        usage = _trial_usage(prepared, route, counter, trial)
+        if usage is not None:
+            per_trial.append(usage)
+    mean_in = sum(u.input for u in per_trial) / len(per_trial) if per_trial else 0.0
+    mean_out = sum(u.output for u in per_trial) / len(per_trial) if per_trial else 0.0
+    overrides = {k: Price(**v.model_dump()) for k, v in prepared.experiment.prices.items()}
+    return ModelEstimate(
+        label=entry.label,
+        model=entry.model,
+        trials=trials,
+        requests=trials * prepared.experiment.turn_count(),
+        input_tokens=round(mean_in * trials),
+        output_tokens=round(mean_out * trials),
+        price=lookup(entry.model, overrides),
+        free=entry.provider == "mock" or swapped(entry.provider, prepared.mock),
+        tokenizer=counter.exact,
+        bounded=all(u.bounded for u in per_trial),
+    )
+
+
+def _cell(prepared: Prepared, position: int) -> dict[str, Any]:
+    """The grid cell of the `position`-th sampled item: cells taken in turn, so a grid value
+    that templates read is sampled too."""
+    return cell_at(prepared.experiment.grid, position)
+
+
+@dataclass
+class _Usage:
+    input: int
+    output: int
+    bounded: bool
+
+
+class _Count:
+    """The provider's tokenizer; remembers whether it ever fell back to characters."""
+
+    def __init__(self, provider: Provider) -> None:
+        self.provider = provider
+        self.exact = True
+
+    def __call__(self, text: str) -> int | None:
+        counted = self.provider.count_tokens(text)
+        if counted is None:
+            self.exact = False
+        return counted
+
+
+def _trial_usage(
+    prepared: Prepared, route: ModelRoute, count: _Count, trial: PendingTrial
+) -> _Usage | None:
+    """Input and output tokens of one trial, every turn; None if its templates fail (the trial
+    would fail too, and is left out of the mean)."""
+    experiment = prepared.experiment
+    params = sent_params(route, _params(experiment, route.config, trial))
+    max_tokens = params.get("max_tokens")
+    answer = int(max_tokens) if isinstance(max_tokens, int | float) else 0
+    context = template_context(trial)
+    try:
+        prompt = estimate_tokens(prepared.conversation.first_messages(context), 0, count)
+        total_in = prompt
+        for turn in range(1, experiment.turn_count()):
+            context["turn"] = turn + 1
+            context["turns"] = [{"user": "", "response": ""}] * turn
+            followup = prepared.conversation.followup(turn - 1, context)
+            prompt += answer + 4 + estimate_tokens([followup], 0, count)
+            total_in += prompt
+    except TrialrunError:
+        return None
+    return _Usage(total_in, answer * experiment.turn_count(), max_tokens is not None)
+
+
+def offline_route(prepared: Prepared, entry: ModelConfig) -> ModelRoute:
+    """A route as a real run builds it, with the provider built offline (no key, no client),
+    or the base Provider (no tokenizer, sends every param) where that cannot be built."""
+    provider = prepared.models.offline.get(entry.label) or Provider()
+    unsent = prepared.models.unsent.get(entry.label, frozenset())
+    return ModelRoute(
+        entry, provider, entry.provider, entry.provider, None, entry.options, unsent=unsent
+    )
+
+
+# ------------------------------------------------------------------ plan --show
+
+
+@dataclass(frozen=True)
+class Preview:
+    """One trial's first request as it would be sent, and its follow-up templates."""
+
+    trial_id: str
+    model: str
+    model_id: str
+    grid: dict[str, Any]
+    repeat: int
+    params: dict[str, Any]
+    messages: list[dict[str, str]] | None
+    error: str | None
+    """Why the first turn cannot be rendered (the trial would fail the same way)."""
+    followups: list[str]
+    """Template sources: they are rendered with the answers of the turns before."""
+
+
+def preview(prepared: Prepared, count: int) -> list[Preview]:
+    """The first `count` trials' first requests, as the real provider would be sent them."""
+    experiment = prepared.experiment
+    entries = {m.label: m for m in experiment.models}
+    find = _item_finder(prepared)
+    trials = expand(experiment, prepared.dataset.ids, prepared.shard, prepared.limit)
+    shown = []
+    for trial in itertools.islice(trials, count):
+        pending = PendingTrial(
+            trial.seq,
+            trial.trial_id,
+            trial.item_id,
+            find(trial.item_id),
+            trial.model,
+            trial.grid,
+            trial.repeat,
+            trial.seed,
+        )
+        shown.append(_preview(prepared, offline_route(prepared, entries[trial.model]), pending))
+    return shown
+
+
+def _item_finder(prepared: Prepared) -> Callable[[str], dict[str, Any]]:
+    """Items by id for trials in plan order (item by item), decoding only those reached."""
+    pairs = zip(prepared.dataset.ids, prepared.dataset, strict=True)
+    last: dict[str, dict[str, Any]] = {}
+
+    def find(item_id: str) -> dict[str, Any]:
+        if item_id not in last:
+            last.clear()
+            for pair_id, item in pairs:
+                if pair_id == item_id:
+                    last[pair_id] = item
+                    break
+        return last[item_id]
+
+    return find
+
+
+def _preview(prepared: Prepared, route: ModelRoute, trial: PendingTrial) -> Preview:
+    params = sent_params(route, _params(prepared.experiment, route.config, trial))
+    messages, error = None, None
+    try:
+        messages = prepared.conversation.first_messages(template_context(trial))
+    except TrialrunError as exc:
+        error = str(exc)
+    return Preview(
+        trial_id=trial.trial_id,
+        model=trial.model,
+        model_id=route.config.model_id,
+        grid=trial.grid,
+        repeat=trial.repeat,
+        params=params,
+        messages=messages,
+        error=error,
+        followups=[t.source for t in prepared.conversation.followups],
+    )
