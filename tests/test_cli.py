@@ -5,13 +5,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
 
 import trialrun
-from conftest import base_config, only_run, read_results
+from conftest import CliResult, base_config, only_run, read_results, trialrun_subprocess
 from trialrun.plan import content_hash, expand
 
 SECRET = "sk-test-5f1c9e-do-not-print"
@@ -27,9 +29,11 @@ def table_rows(text: str) -> list[list[str]]:
 
 
 def status_counts(text: str) -> dict[str, int]:
+    """`status`'s counts by column name (the columns depend on whether the run is live)."""
     rows = table_rows(text)
     assert len(rows) == 1, text
-    names = ("pending", "running", "done", "failed", "total")
+    header = next(line for line in text.splitlines() if line.startswith("┃"))
+    names = [cell.strip() for cell in header.strip().strip("┃").split("┃")]
     return {name: int(value.replace(",", "")) for name, value in zip(names, rows[0], strict=True)}
 
 
@@ -207,13 +211,7 @@ def test_status_by_path_shows_done_of_total(write_config, cli) -> None:
     assert result.code == 0, result.err
     assert run_dir.name in result.out
     assert "finished" in result.out
-    assert status_counts(result.out) == {
-        "pending": 0,
-        "running": 0,
-        "done": 16,
-        "failed": 0,
-        "total": 16,
-    }
+    assert status_counts(result.out) == {"pending": 0, "done": 16, "failed": 0, "total": 16}
     assert "calls 32" in result.out
 
 
@@ -242,13 +240,7 @@ def test_status_of_a_stopped_run_shows_pending_and_how_to_continue(write_config,
     run = trialrun.api.create_run(trialrun.load(write_config()))
     result = cli("status", str(run.path))
     assert result.code == 0, result.err
-    assert status_counts(result.out) == {
-        "pending": 16,
-        "running": 0,
-        "done": 0,
-        "failed": 0,
-        "total": 16,
-    }
+    assert status_counts(result.out) == {"pending": 16, "done": 0, "failed": 0, "total": 16}
     assert "trialrun resume" in result.out
 
 
@@ -461,3 +453,48 @@ def test_manifest_records_hashes_versions_and_seed(tmp_path: Path, write_config,
     assert manifests[2][0]["data"] == same[0]["data"]
     experiment = trialrun.load(config).experiment
     assert same[0]["config"] == content_hash(experiment.model_dump(mode="json"))
+
+
+def _status_while_running(
+    cli: Callable[..., CliResult], config: Path, isolated: Path, until: Callable[[str], bool]
+) -> str:
+    """Start `trialrun run config` in a process and return the first `status` output for
+    which `until` holds (the process is then stopped)."""
+    proc = trialrun_subprocess("run", str(config), "--quiet", cwd=isolated)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if run_folders(isolated / "runs"):
+                out = cli("status").out
+                if until(out):
+                    return out
+            time.sleep(0.1)
+        raise AssertionError(f"status never showed it: {out}")
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+
+
+@pytest.mark.slow
+def test_status_of_a_live_run_shows_requests_in_flight_apart_from_queued_trials(
+    write_config, cli, isolated: Path
+) -> None:
+    config = write_config(mock={"latency_s": 0.5}, limits={"mock": {"concurrency": 3}})
+    out = _status_while_running(
+        cli, config, isolated, lambda text: "in flight" in text and "running" in text
+    )
+    counts = status_counts(out)
+    assert 1 <= counts["in flight"] <= 3  # the concurrency, not the trials claimed
+    assert counts["queued"] >= 1
+    assert sum(counts[k] for k in ("pending", "queued", "in flight", "done", "failed")) == 16
+
+
+@pytest.mark.slow
+def test_status_shows_a_lane_waiting_out_a_retry_after(write_config, cli, isolated: Path) -> None:
+    config = write_config(
+        mock={"errors": {"rate_limit": 1.0}, "retry_after_s": 3600},
+        retry={"attempts": 3, "max_wait_s": 20},
+    )
+    out = _status_while_running(cli, config, isolated, lambda text: "waiting" in text)
+    assert "mock: waiting" in out and "Retry-After" in out
+    assert "capped at retry.max_wait_s" in out  # the event

@@ -16,7 +16,7 @@ from rich.console import Console
 import trialrun
 from conftest import CliResult, base_config, only_run
 from test_cli import table_rows
-from trialrun.display import print_summary
+from trialrun.display import ProgressObserver, print_summary
 from trialrun.testing import FakeServer
 
 NASTY = "[/] [redacted] [bold]x \x1b[31m"
@@ -201,3 +201,16 @@ def test_batch_run_whose_submission_got_no_answer_says_none_is_confirmed(
     assert result.code == 0, result.err
     assert "out; results come within 24 h" not in result.out
     assert "no batch is confirmed submitted: 1 submission got no answer" in result.out
+
+
+def test_the_progress_line_says_when_a_lane_waits_out_a_retry_after() -> None:
+    run = trialrun.api.create_run(trialrun.load(base_config()))
+    observer = ProgressObserver(Console(file=io.StringIO(), width=200))
+    observer.started(run, 16, 0)
+    observer.waiting(run, "openai", 120.0, "openai: server asked to wait")
+    task = observer.progress.tasks[0]
+    assert "openai paused until" in task.fields["note"] and "Retry-After" in task.fields["note"]
+    observer.waiting(run, "openai", 0.0, "openai: server asked to wait")
+    observer.committed(run, 1, 0)  # the wait is over: the note goes
+    assert observer.progress.tasks[0].fields["note"] == ""
+    observer.finished()

@@ -301,9 +301,9 @@ def test_a_refused_prompt_fails_as_final_with_no_retry() -> None:
     assert all(r["status"] == "done" for r in others)
 
 
-def _auth_config(n_items: int, limits: dict[str, Any]) -> dict[str, Any]:
+def _auth_config(n_items: int, limits: dict[str, Any], **changes: Any) -> dict[str, Any]:
     # Under --mock, `openai/...` is answered by the mock provider but keeps its own lane
-    # (limits and auth stops are keyed by the configured provider name).
+    # (auth stops are keyed by the configured provider name; its limits are the mock's).
     return base_config(
         dataset=items(n_items),
         models=[
@@ -312,11 +312,12 @@ def _auth_config(n_items: int, limits: dict[str, Any]) -> dict[str, Any]:
         ],
         limits=limits,
         retry=FAST_RETRY,
+        **changes,
     )
 
 
 def test_auth_failure_stops_its_provider_and_leaves_its_trials_pending(isolated: Path) -> None:
-    config = _auth_config(10, {"openai": {"concurrency": 2}})
+    config = _auth_config(10, {}, mock={"concurrency": 2})
     with pytest.raises(RunIncomplete) as info:
         trialrun.run(config, mock=True)
     message = str(info.value)
@@ -340,14 +341,19 @@ def test_auth_failure_stops_its_provider_and_leaves_its_trials_pending(isolated:
 def test_auth_failure_sends_no_request_that_was_still_waiting_for_the_rate_limiter() -> None:
     # One request a 0.1 s with room for one: when the first call comes back 401, the
     # other workers are queued in the rate limiter. They must not send their requests.
-    config = _auth_config(10, {"openai": {"rpm": 600, "burst_s": 0.1, "concurrency": 8}})
-    with pytest.raises(RunIncomplete, match="openai"):
-        trialrun.run(config, mock=True)
+    config = base_config(
+        dataset=items(10),
+        models=[{"model": "mock/alpha", "options": {"fail": "auth"}}],
+        limits={"mock": {"rpm": 600, "burst_s": 0.1, "concurrency": 8}},
+        retry=FAST_RETRY,
+    )
+    with pytest.raises(RunIncomplete, match="mock"):
+        trialrun.run(config)
     run = trialrun.open_run()
     auth_rows = attempts(run, "error_kind='auth'")
     # Each extra row is a request sent (at the rate limiter's pace) after the lane stopped.
     assert len(auth_rows) <= 2, f"{len(auth_rows)} requests got a 401"
-    assert trial_states(run)["openai/alpha"] == ["pending"] * 20
+    assert trial_states(run)["mock/alpha"] == ["pending"] * 20
 
 
 def test_an_auth_stopped_run_resumes_once_the_key_is_fixed() -> None:

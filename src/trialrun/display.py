@@ -9,6 +9,7 @@ ANSI escapes spelled out instead of obeyed.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from rich.console import Console, Group, RenderableType
@@ -71,12 +72,15 @@ class ProgressObserver(Observer):
             TextColumn("{task.fields[rate]}"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
+            TextColumn("{task.fields[note]}", style="yellow", markup=False),
             console=self.console,
             transient=False,
         )
         self.tasks: dict[str, TaskID] = {}
         self.failed: dict[str, int] = {}
         self.initial: dict[str, int] = {}
+        self.waits: dict[str, float] = {}
+        """Until when (Unix time) each run's line says a lane is paused."""
 
     def started(self, run: Run, total: int, finished: int) -> None:
         if not self.tasks:
@@ -84,7 +88,16 @@ class ProgressObserver(Observer):
         self.failed[run.run_id] = 0
         self.initial[run.run_id] = finished
         self.tasks[run.run_id] = self.progress.add_task(
-            visible(run.run_id), total=total, completed=finished, failed=0, rate=""
+            visible(run.run_id), total=total, completed=finished, failed=0, rate="", note=""
+        )
+
+    def waiting(self, run: Run, lane: str, seconds: float, note: str) -> None:
+        """A lane waits out a server's Retry-After: say until when, on the run's line."""
+        until = time.time() + seconds
+        self.waits[run.run_id] = until
+        stamp = time.strftime("%H:%M:%S", time.localtime(until))
+        self.progress.update(
+            self.tasks[run.run_id], note=visible(f"{lane} paused until {stamp} (Retry-After)")
         )
 
     def committed(self, run: Run, done: int, failed: int) -> None:
@@ -95,6 +108,9 @@ class ProgressObserver(Observer):
         fresh = task.completed - self.initial[run.run_id]
         if task.elapsed:
             self.progress.update(task_id, rate=f"{fresh / task.elapsed:,.0f} trials/s")
+        if self.waits.get(run.run_id, 0.0) and time.time() > self.waits[run.run_id]:
+            self.waits[run.run_id] = 0.0
+            self.progress.update(task_id, note="")
 
     def warn(self, message: str) -> None:
         self.console.print(Text.assemble(("warning: ", "yellow"), plain(message)))

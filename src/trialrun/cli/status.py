@@ -36,13 +36,9 @@ def command(run: str | None, runs_dir: str) -> None:
     if info["mode"] == "batch" and state.startswith("stopped"):
         state = "batch mode: `trialrun collect` to advance"
     console.print(Text.assemble(plain(info["run_id"], "bold"), f"  {state}"))
-    table = Table(show_header=True)
-    for column in ("pending", "running", "done", "failed", "total"):
-        table.add_column(column, justify="right")
-    table.add_row(
-        *(f"{counts[s]:,}" for s in ("pending", "running", "done", "failed")), f"{info['total']:,}"
-    )
-    console.print(table)
+    console.print(_state_table(counts, info["live"], info["total"]))
+    for line in _live_lines(info["live"]) + _logprob_lines(info["missing_logprobs"]):
+        console.print(plain(line))
     spend = info["spend"]
     cost = cost_text(spend["cost_usd"], spend["cost_unknown"])
     console.print(
@@ -55,6 +51,45 @@ def command(run: str | None, runs_dir: str) -> None:
         console.print(_batch_table(info["batches"]))
     for at, kind, detail in info["events"]:
         console.print(Text.assemble("  ", plain(at), "  ", plain(kind), ": ", plain(detail)))
+
+
+def _state_table(counts: dict[str, int], live: dict[str, Any] | None, total: int) -> Table:
+    """Trials by state. While a process runs the run, its claimed trials are split into those
+    with a request at the provider (`in flight`) and those queued behind the limits; once it
+    stopped, claimed trials are pending again (resume redoes them)."""
+    row = {"pending": counts["pending"], "done": counts["done"], "failed": counts["failed"]}
+    if live is None:
+        row["pending"] += counts["running"]
+    else:
+        in_flight = min(int(live.get("in_flight", 0)), counts["running"])
+        row = {**row, "queued": counts["running"] - in_flight, "in flight": in_flight}
+    order = ["pending", "queued", "in flight", "done", "failed"]
+    table = Table(show_header=True)
+    shown = [name for name in order if name in row]
+    for column in [*shown, "total"]:
+        table.add_column(column, justify="right")
+    table.add_row(*(f"{row[name]:,}" for name in shown), f"{total:,}")
+    return table
+
+
+def _live_lines(live: dict[str, Any] | None) -> list[str]:
+    """Lanes waiting out a server's Retry-After, with the seconds left now."""
+    if not live:
+        return []
+    age = max(time.time() - float(live.get("at", time.time())), 0.0)
+    lines = []
+    for lane, seconds in sorted(live.get("waiting", {}).items()):
+        left = float(seconds) - age
+        if left > 0:
+            lines.append(f"{lane}: waiting {left:.0f} s more (the server's Retry-After)")
+    return lines
+
+
+def _logprob_lines(missing: dict[str, int]) -> list[str]:
+    return [
+        f"{model}: {count:,} answers came without the logprobs they asked for"
+        for model, count in sorted(missing.items())
+    ]
 
 
 def _batch_table(batches: list[dict[str, Any]]) -> Table:
