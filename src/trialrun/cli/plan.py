@@ -116,11 +116,11 @@ def _estimate_notes(result: Estimate, batch_mode: bool) -> list[str]:
     sampled = (
         f"{result.sampled:,} of {result.items:,} items rendered, scaled up"
         if result.sampled < result.items
-        else f"all {result.items:,} items rendered"
+        else f"all {result.items:,} item{'s' if result.items > 1 else ''} rendered"
     )
     counted = (
         "the provider's tokenizer"
-        if all(m.tokenizer for m in result.models if not m.free)
+        if all(m.tokenizer for m in result.models)
         else "~4 characters a token where a provider has no offline tokenizer"
     )
     notes = [
