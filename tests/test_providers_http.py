@@ -51,6 +51,10 @@ def sweep(server: FakeServer, n: int = 6, **changes: Any) -> dict[str, Any]:
         models=[entry],
         retry=FAST_RETRY,
         prices={f"{server.kind}/fake-model": {"input": 3.0, "output": 15.0}},
+        # Off unless a test is about it: Anthropic's two temperature cells send the same
+        # request (temperature is left out), and a shared cached answer would make the
+        # count of calls the server sees depend on timing.
+        cache={"enabled": False},
     )
     config.update(changes)
     return config
@@ -154,7 +158,8 @@ def test_anthropic_sampling_params_are_left_out_with_a_warning_unless_an_old_ver
 
     with FakeServer("anthropic", api_key=KEY) as fake:
         run = trialrun.run(
-            sweep(fake, n=1, params={"max_tokens": 32, "top_p": 0.9}), observer=Collect()
+            sweep(fake, n=1, params={"max_tokens": 32, "top_p": 0.9}, cache={"enabled": True}),
+            observer=Collect(),
         )
         bodies = [r["body"] for r in generate_requests(fake)]
         assert bodies and not any("temperature" in b or "top_p" in b for b in bodies)
@@ -170,7 +175,7 @@ def test_anthropic_sampling_params_are_left_out_with_a_warning_unless_an_old_ver
         # sent): nothing may come from the cache of the first run.
         fake.reset()
         warnings.clear()
-        config = sweep(fake, n=1, params={"max_tokens": 32, "top_p": 0.9})
+        config = sweep(fake, n=1, params={"max_tokens": 32, "top_p": 0.9}, cache={"enabled": True})
         config["models"][0]["options"] = {"anthropic_version": "2023-06-01"}
         again = trialrun.run(config, observer=Collect())
         requests = generate_requests(fake)
@@ -377,7 +382,7 @@ def test_no_file_trialrun_writes_contains_the_key(
         FakeServer("openai", api_key=KEY, faults=Faults.mix(0.1, seed=4)) as good,
         FakeServer("anthropic", api_key="another-key-entirely") as refusing,
     ):
-        config = sweep(good, n=4)
+        config = sweep(good, n=4, cache={"enabled": True})
         config["dataset"]["items"][0]["prompt"] = "[[status:400]]"
         config["models"].append(
             {
