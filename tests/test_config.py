@@ -473,6 +473,34 @@ def test_exponent_numbers_without_a_dot_are_floats_in_overrides_and_files(tmp_pa
     assert read_yaml(path)["lr"] == 0.001
 
 
+@pytest.mark.parametrize(
+    ("where", "value"),
+    [
+        ("options", {"api_token": "abc123"}),
+        ("options", {"headers": {"Authorization": "Bearer abcdefabcdef1234"}}),
+        ("params", {"user": "sk-proj-0123456789abcdef0123"}),
+        ("base_url", "https://me:sk-0123456789abcdefghij@proxy.example/v1"),
+    ],
+)
+def test_secrets_in_clear_anywhere_in_a_model_entry_are_refused_and_not_echoed(
+    where: str, value: object
+) -> None:
+    raw = base_config()
+    raw["models"][0][where] = value
+    with pytest.raises(ConfigError, match=r"secret|credentials") as info:
+        validate(raw, "exp.yaml")
+    for secret in ("abc123", "abcdefabcdef1234", "sk-proj-0123456789abcdef0123", "sk-0123456789"):
+        assert secret not in str(info.value)
+
+
+def test_secrets_as_references_in_options_and_base_url_are_accepted() -> None:
+    raw = base_config()
+    raw["models"][0]["options"] = {"api_token": "${env:MY_TOKEN}"}
+    raw["models"][0]["base_url"] = "https://${env:USER}:${env:PASS}@proxy.example/v1"
+    raw["params"] = {"max_tokens": 32, "stop_token": "</s>"}
+    validate(raw, "exp.yaml")
+
+
 # ---------------------------------------------------------------- warnings, and whom an error blames
 
 

@@ -11,6 +11,7 @@ import os
 import secrets
 import shutil
 import signal
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -274,18 +275,22 @@ class Run:
             counts = store.counts()
             left = counts["pending"] + counts["running"]
             rate = store.recent_rate()
+            running = self.is_running()
+            meta = store.meta()
             return {
                 "run_id": self.run_id,
                 "path": str(self.path),
                 "counts": counts,
                 "total": sum(counts.values()),
                 "spend": store.spend(),
-                "running": self.is_running(),
+                "running": running,
+                "live": meta.get("live") if running else None,
                 "rate_per_s": rate,
                 "eta_s": left / rate if rate > 0 and left else None,
                 "events": store.events(10),
-                "mode": store.meta().get("mode", "realtime"),
+                "mode": meta.get("mode", "realtime"),
                 "batches": store.batches(),
+                "missing_logprobs": store.missing_logprobs(),
             }
         finally:
             store.close()
@@ -440,6 +445,42 @@ def run(
     return run_prepared([prepared], observer, wait=wait)[0]
 
 
+async def arun(
+    config: ConfigSource,
+    overrides: Sequence[str] = (),
+    *,
+    mock: bool = False,
+    shard: Shard | str | None = None,
+    limit: int | None = None,
+    observer: Observer | None = None,
+    wait: bool = False,
+) -> Run:
+    """`run` for async code and notebooks: `run = await trialrun.arun("exp.yaml")`."""
+    prepared = load(config, overrides, mock=mock, shard=shard, limit=limit)
+    runs = create_runs([prepared])
+    await _aexecute(runs, observer or Observer(), wait=wait)
+    return runs[0]
+
+
+async def aresume(
+    ref: str | Path | Run | None = None,
+    *,
+    retry_failed: bool = False,
+    runs_dir: str | Path = "runs",
+    observer: Observer | None = None,
+    mode: str | None = None,
+    wait: bool = False,
+) -> Run:
+    """`resume` for async code and notebooks: `await trialrun.aresume(run)`."""
+    target = ref if isinstance(ref, Run) else open_run(ref, runs_dir)
+    if mode is not None and mode not in ("realtime", "batch"):
+        raise ConfigError(f"mode={mode}: expected mode=realtime or mode=batch")
+    await _aexecute(
+        [target], observer or Observer(), retry_failed=retry_failed, mode=mode, wait=wait
+    )
+    return target
+
+
 def run_prepared(
     prepared: Sequence[Prepared], observer: Observer | None = None, *, wait: bool = False
 ) -> list[Run]:
@@ -536,7 +577,30 @@ def collect(
     return target
 
 
-def _execute(
+def _execute(runs: list[Run], observer: Observer, **options: Any) -> None:
+    """`_aexecute` from synchronous code: on a fresh event loop, or, when this thread
+    already runs one (a Jupyter notebook), on a loop in a thread of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(_aexecute(runs, observer, **options))
+        return
+    failure: list[BaseException] = []
+
+    def in_thread() -> None:
+        try:
+            asyncio.run(_aexecute(runs, observer, **options))
+        except BaseException as exc:  # raised again in the caller's thread
+            failure.append(exc)
+
+    worker = threading.Thread(target=in_thread, name="trialrun")
+    worker.start()
+    worker.join()
+    if failure:
+        raise failure[0]
+
+
+async def _aexecute(
     runs: list[Run],
     observer: Observer,
     *,
@@ -557,7 +621,7 @@ def _execute(
     try:
         for target in runs:
             opened.append(_open_for_execution(target, caches, observer, retry_failed, mode))
-        interrupted = asyncio.run(_main([e for e, _ in opened], observer, wait))
+        interrupted = await _main([e for e, _ in opened], observer, wait)
     finally:
         for experiment_run, results in opened:
             experiment_run.store.clear_live()
@@ -611,6 +675,7 @@ def _open_for_execution(
         id_field=meta["id_field"],
         on_commit=on_commit,
         on_wait=lambda lane, seconds, note: observer.waiting(target, lane, seconds, note),
+        on_warn=observer.warn,
         reuse_attempts=store.has_attempts(),
         mode=mode or stored_mode,
         switched=mode is not None and mode != stored_mode,
@@ -739,6 +804,8 @@ __all__ = [
     "Prepared",
     "Run",
     "RunBusy",
+    "aresume",
+    "arun",
     "collect",
     "create_run",
     "create_runs",

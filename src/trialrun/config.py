@@ -1,7 +1,7 @@
 """The experiment config: pydantic models, YAML loading, KEY=VALUE overrides, env references.
 
-Every field carries a docstring; `trialrun config-reference` and the README's
-reference are generated from them, so the docs cannot drift from the code.
+Every field carries a docstring; the config reference in docs/reference.md is generated
+from them, so the docs cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal, NamedTuple, Union, get_args, get_ori
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from trialrun import secrets
 from trialrun.errors import ConfigError, unstorable_text
 
 ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -100,6 +101,23 @@ class ModelConfig(StrictModel):
             raise ValueError("write the key as a reference, api_key: ${env:NAME}, never the key")
         return value
 
+    @field_validator("base_url")
+    @classmethod
+    def _no_credentials_in_url(cls, value: str | None) -> str | None:
+        if value is not None and secrets.url_credentials(value):
+            raise ValueError(
+                "holds credentials (user:password@); they would be written in clear: write "
+                "them as references, e.g. https://${env:USER}:${env:PASS}@host, or the whole "
+                "base_url as ${env:NAME}"
+            )
+        return value
+
+    @field_validator("params", "options")
+    @classmethod
+    def _no_secret_values(cls, value: dict[str, Any]) -> dict[str, Any]:
+        refuse_secrets(value)
+        return value
+
     @property
     def label(self) -> str:
         return self.name or self.model
@@ -111,6 +129,17 @@ class ModelConfig(StrictModel):
     @property
     def model_id(self) -> str:
         return self.model.split("/", 1)[1]
+
+
+def refuse_secrets(value: dict[str, Any]) -> None:
+    """A value that looks like a credential in clear (a secret-named option, an `sk-...`)
+    would be written to config.yaml, the database and the results: refuse it."""
+    found = secrets.find_secret(value, "")
+    if found is not None:
+        raise ValueError(
+            f"'{found.lstrip('.')}' looks like a secret written in clear; it would be stored "
+            "with the run: put it in the environment and write ${env:NAME}"
+        )
 
 
 class MessageTemplate(StrictModel):
@@ -137,7 +166,7 @@ class RetryConfig(StrictModel):
     attempts: int = Field(default=6, ge=1)
     """Calls per request at most, the first included."""
     max_wait_s: float = Field(default=120.0, ge=0)
-    """Longest wait between two attempts."""
+    """Longest wait between two attempts; a server's longer Retry-After is capped to it (and noted in the run's events)."""
     base_wait_s: float = Field(default=1.0, ge=0)
     """First backoff step; waits grow as base * 2^n with full jitter, or follow Retry-After."""
     timeout_s: float = Field(default=120.0, gt=0)
@@ -242,6 +271,12 @@ class Experiment(StrictModel):
                 f"this one has {len(name)}"
             )
         return name
+
+    @field_validator("params")
+    @classmethod
+    def _no_secret_params(cls, value: dict[str, Any]) -> dict[str, Any]:
+        refuse_secrets(value)
+        return value
 
     @field_validator("grid")
     @classmethod
@@ -519,7 +554,8 @@ def _describe(error: Any) -> str:
     if not loc:
         return message
     got = error.get("input")
-    secret = loc[-1] == "api_key"  # a rejected literal key must not reach a terminal or a log
+    # A rejected literal key (or a URL holding one) must not reach a terminal or a log.
+    secret = loc[-1] in ("api_key", "base_url")
     hidden = secret or isinstance(got, dict | list) or got is None
     shown = "" if hidden else f" (got {_clip(repr(got))})"
     return f"key '{key}': {message}{shown}"

@@ -40,9 +40,12 @@ def resolve_settings(entry: ModelConfig, where: str) -> dict[str, Any]:
     api_key = resolve_env(entry.api_key, f"{where}.api_key")
     secrets.remember(api_key)
     secrets.remember_env(getattr(providers.base.provider_class(entry.provider), "env_keys", ()))
+    secrets.remember_env(env_references(entry.options))  # a token passed as an option
+    base_url = resolve_env(entry.base_url, f"{where}.base_url")
+    secrets.remember_url_password(base_url)
     return {
         "api_key": api_key,
-        "base_url": resolve_env(entry.base_url, f"{where}.base_url"),
+        "base_url": base_url,
         "options": resolve_env(entry.options, f"{where}.options"),
     }
 

@@ -746,6 +746,16 @@ class Store:
         )
         return {(model, grid): n for model, grid, n in rows}
 
+    def missing_logprobs(self) -> dict[str, int]:
+        """Answered requests per model id that asked for logprobs and got none."""
+        rows = self.conn.execute(
+            "SELECT json_extract(request, '$.model'), COUNT(*) FROM attempts "
+            "WHERE response IS NOT NULL AND json_extract(response, '$.logprobs') IS NULL AND "
+            "(json_extract(request, '$.params.top_logprobs') > 0 OR "
+            "json_extract(request, '$.params.logprobs') = 1) GROUP BY 1"
+        )
+        return {str(row[0]): int(row[1]) for row in rows}
+
     def integrity_ok(self) -> bool:
         result: str = self.conn.execute("PRAGMA integrity_check").fetchone()[0]
         return result == "ok"
