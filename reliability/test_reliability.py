@@ -192,7 +192,7 @@ def run_against(server: FakeServer, **changes: Any) -> tuple[int, str, float]:
     [
         (Faults(slow=1.0, slow_s=30), "timed out"),
         (Faults(malformed=1.0), "not JSON"),
-        (Faults(truncate=1.0), "Connection error"),
+        (Faults(truncate=1.0), "closed mid-body"),
         (Faults(drop=1.0), "gave up after 2 attempts"),
     ],
     ids=["hangs", "garbage", "closes-mid-body", "drops"],

@@ -284,11 +284,20 @@ async def read_within(raw: Any, limit: BodyLimit) -> bytes:
             limit.check(int(declared), "Content-Length is")
         chunks: list[bytes] = []
         size = 0
-        async for chunk in raw.aiter_bytes():
-            size += len(chunk)
-            if size > limit.max_bytes:
-                raise limit.exceeded(f"got more than {limit.max_bytes} bytes")
-            chunks.append(chunk)
+        try:
+            async for chunk in raw.aiter_bytes():
+                size += len(chunk)
+                if size > limit.max_bytes:
+                    raise limit.exceeded(f"got more than {limit.max_bytes} bytes")
+                chunks.append(chunk)
+        except Exception as exc:
+            if not is_transport_error(exc):
+                raise
+            expected = f" of {declared}" if declared.isdigit() else ""
+            raise ProviderError(
+                f"the connection closed mid-body (received {size}{expected} bytes)",
+                kind="retryable",
+            ) from None
         return b"".join(chunks)
     finally:
         await raw.aclose()
