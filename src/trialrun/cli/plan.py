@@ -12,6 +12,7 @@ from rich.table import Table
 from trialrun import api
 from trialrun.cli.common import split_args, stdout
 from trialrun.cli.preparing import print_warnings, trial_progress
+from trialrun.display import visible
 from trialrun.estimate import Estimate, ModelEstimate, Preview, estimate, preview
 from trialrun.routing import KeyNeed
 
@@ -177,7 +178,9 @@ def _print_request(console: Console, number: int, request: Preview) -> None:
     if request.error is not None:
         console.print(f"  cannot render: {request.error}", markup=False, soft_wrap=True)
     for message in request.messages or []:
-        console.print(f"  [{message['role']}] {message['content']}", markup=False, soft_wrap=True)
+        # Outside text (items, templates): escapes spelled out, but its lines kept as lines.
+        content = "\n    ".join(visible(line) for line in message["content"].split("\n"))
+        console.print(f"  [{message['role']}] {content}", markup=False, soft_wrap=True)
     for turn, source in enumerate(request.followups, 2):
         console.print(
             f"  turn {turn} [user] template (rendered with the answers before it): {source}",

@@ -9,8 +9,10 @@ from contextlib import contextmanager
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from trialrun.api import Prepared
+from trialrun.display import plain
 
 SHOW_PROGRESS_FROM = 200_000
 """Plans with fewer trials are written in a second or two: no bar."""
@@ -28,8 +30,7 @@ def print_warnings(prepared: Sequence[Prepared]) -> set[str]:
         for message in p.warnings:
             if message not in told:
                 told.add(message)
-                console.print("[yellow]warning:[/yellow] ", end="")
-                console.print(message, markup=False)
+                console.print(Text.assemble(("warning: ", "yellow"), plain(message)))
     return told
 
 

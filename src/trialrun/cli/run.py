@@ -11,7 +11,7 @@ from trialrun import api
 from trialrun.cli.common import split_args, stdout
 from trialrun.cli.outcome import finish
 from trialrun.cli.preparing import print_warnings, trial_progress
-from trialrun.display import ProgressObserver, print_summary
+from trialrun.display import ProgressObserver, plain, print_summary
 
 
 @click.command("run", context_settings={"ignore_unknown_options": True})
@@ -73,10 +73,12 @@ def command(
             runs = api.create_runs(prepared)
         pid = api.detach(runs)
         for run in runs:
-            console.print(f"[bold]{run.path}[/bold]")
+            console.print(plain(run.path, "bold"))
         console.print(
-            f"detached: process {pid} finishes {'these runs' if len(runs) > 1 else 'it'} "
-            f"(log: {runs[0].path / 'detached.log'}); follow with `trialrun status RUN`"
+            plain(
+                f"detached: process {pid} finishes {'these runs' if len(runs) > 1 else 'it'} "
+                f"(log: {runs[0].path / 'detached.log'}); follow with `trialrun status RUN`"
+            )
         )
         return
     observer = api.Observer() if quiet else _NewWarnings(told)
