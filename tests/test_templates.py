@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,7 +18,7 @@ from hypothesis import strategies as st
 from jinja2 import StrictUndefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from conftest import base_config
+from conftest import base_config, only_run, read_results, trialrun_subprocess
 from trialrun.config import Experiment, validate
 from trialrun.errors import ConfigError, TrialrunError
 from trialrun.templates import Conversation, Template
@@ -371,3 +379,209 @@ def test_optional_fields_and_method_calls_are_not_required_of_every_item() -> No
     conversation.check(items)
     assert conversation.first_messages({"item": items[0]})[0]["content"] == "H. P?"
     assert conversation.first_messages({"item": items[1]})[0]["content"] == "Q?"
+
+
+# ---------------------------------------------------------------- the shape of turns
+
+
+@pytest.mark.parametrize(
+    "followup",
+    [
+        "{{ turns[-1].respnse }}",
+        "{{ turns[0]['answer'] }}",
+        "{% for t in turns %}{{ t.text }}{% endfor %}",
+        "{{ (turns | last).reply }}",
+        "{% for t in turns | reverse %}{{ t['output'] }}{% endfor %}",
+    ],
+)
+def test_check_rejects_a_field_a_turn_does_not_have(followup: str) -> None:
+    message = check_error(followups=[followup])
+    assert message.startswith("exp.yaml: followups[0]: a turn has no field")
+    assert "a turn has: user, response" in message
+
+
+def test_check_rejects_a_bad_turn_field_that_only_rendering_reveals() -> None:
+    message = check_error(followups=["{% set last = turns[-1] %}{{ last.respnse }}"])
+    assert message.startswith("exp.yaml: followups[0]: ")
+    assert "respnse" in message
+    assert "a turn has: user, response" in message
+
+
+@pytest.mark.parametrize(
+    ("followups", "where", "index"),
+    [
+        (["{{ turns[1].response }}"], "followups[0]", "turns[1]"),
+        (["{{ turns[-2].response }}"], "followups[0]", "turns[-2]"),
+        (["Go on.", "{{ turns[5].user }}"], "followups[1]", "turns[5]"),
+        (["Go on.", "{{ turns[-3].user }}"], "followups[1]", "turns[-3]"),
+    ],
+)
+def test_check_rejects_an_index_past_the_turns_a_followup_sees(
+    followups: list[str], where: str, index: str
+) -> None:
+    message = check_error(followups=followups)
+    assert message.startswith(f"exp.yaml: {where}: {index} does not exist")
+
+
+def test_check_rejects_turns_in_the_first_messages() -> None:
+    message = check_error(messages=[{"role": "user", "content": "{{ turns[-1].response }}"}])
+    assert message.startswith("exp.yaml: messages[0].content: turns[-1] does not exist")
+    assert "before any answer" in message
+
+
+@pytest.mark.parametrize("followup", ["{{ turn.response }}", "{{ turn['user'] }}", "{{ turn[0] }}"])
+def test_check_rejects_fields_of_the_turn_number(followup: str) -> None:
+    message = check_error(followups=[followup])
+    assert message.startswith("exp.yaml: followups[0]: turn is the number of this turn")
+
+
+def test_check_accepts_every_documented_way_of_reading_turns() -> None:
+    followups = [
+        "{{ turns[-1].response }} {{ turns[0]['user'] }} {{ turn + 1 }} {{ turns | length }}",
+        "{% for t in turns %}{{ t.user | upper }}{{ t['response'] }}{% endfor %}"
+        "{{ turns[1].response.split() | first }}{{ turns[-2].get('user') }}{{ turns[:5] }}",
+    ]
+    conv = conversation(followups=followups)
+    conv.check([ITEM])
+    history = [{"user": "u1", "response": "a b"}, {"user": "u2", "response": "c"}]
+    assert conv.followup(1, context(turns=history))["content"].startswith("U1a bU2c")
+
+
+def test_a_bad_turn_field_stops_plan_and_run_before_anything_is_written(
+    write_config: Callable[..., Path], cli: Callable[..., Any]
+) -> None:
+    path = write_config(followups=["You said {{ turns[-1].respnse }}"])
+    for command in ("plan", "run"):
+        result = cli(command, str(path))
+        assert result.code == 2
+        assert result.err.splitlines() == [
+            f"trialrun: error: {path}: followups[0]: a turn has no field 'respnse' "
+            "(a turn has: user, response)"
+        ]
+    assert not Path("runs").exists()
+
+
+# ---------------------------------------------------------------- the rendering budget
+
+NESTED = "{% for i in range(N) %}{% for j in range(N) %}{% endfor %}{% endfor %}{{ item.prompt }}"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        NESTED.replace("N", "100000"),
+        "{% set s = item.prompt * 1000 %}{% for a in s %}{% for b in s %}{% endfor %}{% endfor %}",
+        "{% for i in range(100000) %}{{ item.prompt * 100 }}{% endfor %}",
+        "{{ 'x' * 10 ** 9 }}",
+        "{{ [0] * 10 ** 9 }}",
+        "{{ item.n ** 100000000 }}",
+        "{{ '%0999999999d' % 1 }}",
+        "{{ '%0999999999d' | format(1) }}",
+        "{{ '{:>999999999}'.format(1) }}",
+        "{{ item.prompt | center(10 ** 9) }}",
+        "{{ item.prompt.ljust(10 ** 9) }}",
+        "{{ [1] | batch(10 ** 9, 0) | list }}",
+        "{{ (item.prompt * 1000).replace('', item.prompt * 1000) }}",
+        "{{ (item.prompt * 1000) | join(item.prompt * 1000) }}",
+        "{{ range(100000) | map('string') | join(item.prompt * 50) }}",
+        "{{ (item.prompt * 50).join(range(100000) | map('string')) }}",
+        "{{ lipsum(10 ** 6) }}",
+    ],
+)
+def test_a_template_over_the_rendering_budget_fails_fast_with_its_name(source: str) -> None:
+    start = time.monotonic()
+    with pytest.raises(
+        TrialrunError, match=r"^exp.yaml: messages\[1\]\.content: template exceeded"
+    ):
+        Template(source, "exp.yaml: messages[1].content").render(context())
+    assert time.monotonic() - start < 1.5
+
+
+def test_recursion_without_loops_stops_at_the_deadline() -> None:
+    source = (
+        "{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(40) }}"
+    )
+    start = time.monotonic()
+    with pytest.raises(TrialrunError, match=r"rendering budget \(it ran for over 2 s\)"):
+        Template(source, "w").render(context())
+    assert time.monotonic() - start < 3
+
+
+def test_work_within_the_budget_renders_as_before() -> None:
+    source = (
+        "{% for i in range(900) %}{% for j in range(1000) %}{% endfor %}{% endfor %}"
+        "{{ 'ab' * 3 }} {{ 2 ** 64 }} {{ '%05d' % 42 }} {{ 'x' | center(5) }}|{{ '{:>4}'.format(7) }}"
+    )
+    assert Template(source, "w").render(context()) == "ababab 18446744073709551616 00042   x  |   7"
+
+
+def test_a_template_over_budget_on_the_first_item_fails_at_load() -> None:
+    message = check_error(followups=[NESTED.replace("N", "100000")])
+    assert message.startswith("exp.yaml: followups[0]: template exceeded the rendering budget")
+
+
+def budget_config(write_config: Callable[..., Path], slow_n: int, items: int) -> Path:
+    """A config whose first message loops n² times, n from the item: the first item is cheap."""
+    rows = [{"id": f"q{i}", "prompt": f"P{i}?", "n": 1 if i == 0 else slow_n} for i in range(items)]
+    return write_config(
+        dataset={"items": rows},
+        messages=[{"role": "user", "content": NESTED.replace("N", "item.n")}],
+        followups=[],
+    )
+
+
+def test_run_with_a_runaway_template_fails_that_trial_and_finishes(
+    tmp_path: Path, write_config: Callable[..., Path], cli: Callable[..., Any]
+) -> None:
+    config = budget_config(write_config, 100_000, 2)
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "trialrun", "run", str(config)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert time.monotonic() - start < 30, proc.stderr
+    run_dir = only_run(tmp_path / "runs")
+    records = {(r["item_id"], r["model"], json.dumps(r["grid"])): r for r in read_results(run_dir)}
+    failed = [r for r in records.values() if r["error"]]
+    assert len(records) == 8 and {r["item_id"] for r in failed} == {"q1"} and len(failed) == 4
+    assert all(
+        "messages[0].content: template exceeded the rendering budget" in r["error"] for r in failed
+    )
+
+    resumed = cli("resume", str(run_dir))
+    assert read_results(run_dir) == list(records.values()), resumed.err
+    counts = status_counts(cli("status", str(run_dir)).out)
+    assert (counts["pending"], counts["done"], counts["failed"]) == (0, 4, 4)
+
+
+def status_counts(text: str) -> dict[str, int]:
+    """The counts by state from `trialrun status`'s table, by column name."""
+    header = next(line for line in text.splitlines() if line.startswith("┃"))
+    values = next(line for line in text.splitlines() if line.startswith("│"))
+    names = re.findall(r"[a-z]+", header)
+    return dict(zip(names, map(int, re.findall(r"\d+", values.replace(",", ""))), strict=True))
+
+
+@pytest.mark.parametrize("slow_n", [950, 100_000], ids=["within-budget", "over-budget"])
+def test_sigint_while_templates_render_stops_the_run_within_seconds(
+    tmp_path: Path, write_config: Callable[..., Path], cli: Callable[..., Any], slow_n: int
+) -> None:
+    config = budget_config(write_config, slow_n, 200)
+    proc = trialrun_subprocess("run", str(config), cwd=tmp_path)
+    deadline = time.monotonic() + 30
+    while not list((tmp_path / "runs").glob("*/trialrun.db")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(2)  # well into the slow renders
+    proc.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    try:
+        proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert time.monotonic() - sent < 5
+    counts = status_counts(cli("status", str(only_run(tmp_path / "runs"))).out)
+    assert counts["pending"] > 0 and counts.get("running", 0) == 0
