@@ -236,7 +236,7 @@ def test_check_rejects_an_item_field_the_items_lack() -> None:
 
 
 def test_check_rejects_a_field_only_some_items_have() -> None:
-    items = [ITEM, {"id": "q2", "prompt": "x", "category": "c"}]
+    items: list[dict[str, Any]] = [ITEM, {"id": "q2", "prompt": "x", "category": "c"}]
     message = check_error(items, followups=["{{ item.n }}"])
     assert message.startswith("exp.yaml: followups[0]: uses item.n")
 
