@@ -42,6 +42,7 @@ from trialrun.export import RESULTS_NAME, ResultsFile
 from trialrun.plan import Shard, Trial, cell_count, content_hash, count_trials, expand
 from trialrun.provenance import git_state, manifest
 from trialrun.routing import ModelCheck, build_routes, check_models, collapse_warnings
+from trialrun.sandbox import signals_stop_renders
 from trialrun.store import DB_NAME, Store, utcnow
 from trialrun.templates import Conversation
 
@@ -715,7 +716,8 @@ async def _main(runs: list[ExperimentRun], observer: Observer, wait: bool) -> bo
         except (NotImplementedError, RuntimeError, ValueError):
             pass
     try:
-        await task
+        with signals_stop_renders():
+            await task
         return False
     except asyncio.CancelledError:
         return True

@@ -22,6 +22,7 @@ namespace is stopped by its iteration count and deadline, not by its size.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import re
 import signal
@@ -91,6 +92,20 @@ class _Budget:
     def close(self) -> None:
         if self.listener is not None:
             self.listener.stop()
+
+
+@contextlib.contextmanager
+def signals_stop_renders() -> Iterator[None]:
+    """For a whole run on the current event loop: SIGINT or SIGTERM at any moment, not only
+    during a slow render, makes this loop's renders stop at their next check. Enter it
+    after the loop's own signal handlers are set (it wraps them)."""
+    listener = _SignalListener.start()
+    try:
+        yield
+    finally:
+        listener.stop()
+        if listener.loop is not None:
+            _SIGNALLED.discard(listener.loop)
 
 
 # Event loops that got SIGINT or SIGTERM during a render: their later renders stop too.

@@ -192,6 +192,10 @@ async def _run_lane(run: ExperimentRun, lane: str, limiter: Limiter, stop: async
     async def work() -> None:
         rng = random.Random()
         while (trial := await queue.get()) is not None:
+            # A get from a full queue does not suspend, and a trial that fails before its
+            # first call (a template over its budget) never awaits: yield once a trial, so
+            # a signal's handler (and cancellation) can run between trials.
+            await asyncio.sleep(0)
             if lane in run.stopped_lanes or stop.is_set():
                 continue
             await _run_trial(run, trial, limiter, rng)
