@@ -234,6 +234,13 @@ class Store:
     def close(self) -> None:
         self.conn.close()
 
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        """Closes the connection; buffered rows not flushed are dropped, as with `close()`."""
+        self.close()
+
     # ------------------------------------------------------------ plan
 
     def set_meta(self, values: dict[str, Any]) -> None:
