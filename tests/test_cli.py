@@ -14,7 +14,8 @@ import yaml
 
 import trialrun
 from conftest import CliResult, base_config, only_run, read_results, trialrun_subprocess
-from trialrun.plan import content_hash, expand
+from trialrun.hashing import content_hash
+from trialrun.plan import expand
 
 SECRET = "sk-test-5f1c9e-do-not-print"
 

@@ -11,7 +11,7 @@ import pytest
 from trialrun.config import DatasetConfig
 from trialrun.dataset import load_dataset
 from trialrun.errors import DatasetError, UsageError
-from trialrun.plan import content_hash
+from trialrun.hashing import content_hash
 
 ROWS = [
     {"id": "q1", "prompt": "Is the sky blue?", "category": "easy", "score": 0.5},

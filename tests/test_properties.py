@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from conftest import base_config
 from trialrun.config import RESERVED_TEMPLATE_NAMES, Experiment, apply_overrides, validate
-from trialrun.plan import Shard, canonical, cells, count_trials, expand, trial_id, trial_seed
+from trialrun.hashing import canonical
+from trialrun.plan import Shard, cells, count_trials, expand, trial_id, trial_seed
 
 FAST = settings(max_examples=60, deadline=None)
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from trialrun.errors import StoreError
-from trialrun.plan import Trial, canonical
+from trialrun.hashing import canonical
 from trialrun.store import DB_NAME, MIGRATIONS, Store, utcnow
+from trialrun.types import Trial
 
 
 @pytest.fixture

@@ -39,12 +39,14 @@ from trialrun.executor.batch import (
 from trialrun.executor.cache import ResponseCache, cache_dir
 from trialrun.executor.realtime import ExperimentRun, execute
 from trialrun.export import RESULTS_NAME, ResultsFile
-from trialrun.plan import Shard, Trial, cell_count, content_hash, count_trials, expand
+from trialrun.hashing import content_hash
+from trialrun.plan import Shard, cell_count, count_trials, expand
 from trialrun.provenance import git_state, manifest
 from trialrun.routing import ModelCheck, build_routes, check_models, collapse_warnings
 from trialrun.sandbox import signals_stop_renders
 from trialrun.store import DB_NAME, Store, utcnow
 from trialrun.templates import Conversation
+from trialrun.types import Trial
 
 ConfigSource = str | Path | dict[str, Any]
 

@@ -20,7 +20,7 @@ import orjson
 
 from trialrun.config import MAX_DEPTH, DatasetConfig, too_deep
 from trialrun.errors import DatasetError, unstorable_text
-from trialrun.plan import canonical_bytes
+from trialrun.hashing import canonical_bytes
 
 Item = dict[str, Any]
 ItemCheck = Callable[[Item, str], None]
@@ -58,7 +58,7 @@ class Dataset:
         return zip(self._ids, self._rows, strict=True)
 
     def content_hash(self) -> str:
-        """The same as `plan.content_hash(list(self))`, without building the list."""
+        """The same as `hashing.content_hash(list(self))`, without building the list."""
         digest = hashlib.sha256(b"[")
         for index, row in enumerate(self._rows):
             if index:

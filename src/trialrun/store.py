@@ -19,7 +19,8 @@ from typing import Any
 import orjson
 
 from trialrun.errors import StoreError
-from trialrun.plan import Trial, canonical
+from trialrun.hashing import canonical
+from trialrun.types import Trial
 
 DB_NAME = "trialrun.db"
 STATES = ("pending", "running", "done", "failed")

@@ -78,3 +78,17 @@ class Response:
             attempts=int(data.get("attempts", 1)),
             cache_hit=bool(data.get("cache_hit", False)),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Trial:
+    """One planned trial: an item, a model, a grid cell and a repeat, with its id and seed."""
+
+    seq: int
+    trial_id: str
+    item_id: str
+    model: str
+    """The model entry's label (its `name`, else `provider/model-id`)."""
+    grid: dict[str, Any]
+    repeat: int
+    seed: int

@@ -43,7 +43,7 @@ from trialrun.executor.realtime import (
     sent_params,
     template_context,
 )
-from trialrun.plan import canonical
+from trialrun.hashing import canonical
 from trialrun.providers.base import BatchOutcome, BatchStatus, Provider
 from trialrun.store import BATCH_OPEN, PendingTrial, utcnow
 from trialrun.types import Request, Response

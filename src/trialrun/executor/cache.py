@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from trialrun.errors import StoreError
-from trialrun.plan import content_hash
+from trialrun.hashing import content_hash
 from trialrun.store import connect, utcnow
 
 

@@ -24,7 +24,7 @@ from trialrun.errors import ProviderError, TrialrunError
 from trialrun.executor.cache import ResponseCache, cache_key
 from trialrun.executor.limits import Limiter, estimate_tokens
 from trialrun.executor.retry import backoff_s
-from trialrun.plan import canonical
+from trialrun.hashing import canonical
 from trialrun.pricing import Price
 from trialrun.providers.base import Provider
 from trialrun.store import PendingTrial, Store, utcnow

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from trialrun.errors import ProviderError
-from trialrun.plan import canonical
+from trialrun.hashing import canonical
 from trialrun.providers.base import BatchOutcome, BatchStatus, Provider, provider
 from trialrun.types import Request, Response, Usage
 
