@@ -4,7 +4,6 @@ idempotent collect, the lock, the cache across modes, mode switches, limits, --d
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +15,7 @@ import yaml
 import trialrun
 from conftest import CliResult, base_config, read_results
 from trialrun.api import _lock
+from trialrun.store import Store
 
 FAST = {"poll_min_s": 0.01, "poll_max_s": 0.05}
 
@@ -136,10 +136,8 @@ def test_a_late_trial_never_holds_back_the_ready_ones() -> None:
     trialrun.collect(run)
     second = [b for b in batches(run) if b["stage"] == 1]
     assert [b["requests"] for b in second] == [4]
-    conn = sqlite3.connect(store_path)
-    states = dict(conn.execute("SELECT state, COUNT(*) FROM batch_requests GROUP BY state"))
-    conn.close()
-    assert states == {"done": 4, "submitted": 16}
+    with Store(store_path, readonly=True) as store:
+        assert store.batch_request_counts() == {"done": 4, "submitted": 16}
 
 
 def _delay_mock_batch(batch_id: str, seconds: float) -> None:

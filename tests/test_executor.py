@@ -428,7 +428,9 @@ def test_cache_dir_setting_is_used(isolated: Path) -> None:
 def test_a_different_seed_gives_no_cache_hits() -> None:
     trialrun.run(base_config(seed=7))
     second = trialrun.run(base_config(seed=8))
-    assert not any(t["cache_hit"] for t in _turns(second))
+    turns = _turns(second)
+    assert len(turns) == 32  # 16 trials x 2 turns, every one answered
+    assert not any(t["cache_hit"] for t in turns)
 
 
 def test_a_different_temperature_gives_no_cache_hits() -> None:

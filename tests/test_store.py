@@ -11,7 +11,7 @@ import pytest
 
 from trialrun.errors import StoreError
 from trialrun.hashing import canonical
-from trialrun.store import DB_NAME, MIGRATIONS, Store, utcnow
+from trialrun.store import DB_NAME, MIGRATIONS, Attempt, RecordRow, Store, utcnow
 from trialrun.types import Trial
 
 
@@ -22,9 +22,8 @@ def db_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def store(db_path: Path) -> Iterator[Store]:
-    s = Store.create(db_path)
-    yield s
-    s.close()
+    with Store.create(db_path) as s:
+        yield s
 
 
 def make_trials(lanes: list[str], models: dict[str, str] | None = None) -> list[tuple[Trial, str]]:
@@ -67,16 +66,18 @@ def add_record(
 ) -> None:
     record = {"trial_id": trial.trial_id, "status": status, "seq": trial.seq}
     store.add_record(
-        trial.trial_id,
-        trial.seq,
-        status,
-        trial.model,
-        canonical(trial.grid),
-        tokens,
-        latency,
-        cost,
-        utcnow(),
-        json.dumps(record),
+        RecordRow(
+            trial.trial_id,
+            trial.seq,
+            status,
+            trial.model,
+            canonical(trial.grid),
+            tokens,
+            latency,
+            cost,
+            utcnow(),
+            json.dumps(record),
+        )
     )
 
 
@@ -89,23 +90,25 @@ def add_attempt(
     tokens: tuple[int, int] = (3, 4),
     cost: float | None = 0.01,
     cache_hit: bool = False,
-    request: str | None = '{"messages": []}',
+    request: str = '{"messages": []}',
 ) -> None:
     store.add_attempt(
-        trial_id,
-        0,
-        1,
-        "key",
-        request,  # type: ignore[arg-type]
-        response,
-        error,
-        "retryable" if error else None,
-        0.1,
-        tokens[0] if response else None,
-        tokens[1] if response else None,
-        cost if response else None,
-        cache_hit,
-        utcnow(),
+        Attempt(
+            trial_id,
+            0,
+            1,
+            "key",
+            request,
+            response,
+            error=error,
+            error_kind="retryable" if error else None,
+            latency_s=0.1,
+            input_tokens=tokens[0] if response else None,
+            output_tokens=tokens[1] if response else None,
+            cost_usd=cost if response else None,
+            cache_hit=cache_hit,
+            started_at=utcnow(),
+        )
     )
 
 
@@ -452,9 +455,33 @@ def test_spend_sums_successful_calls_only(store: Store) -> None:
     assert spend["cache_hits"] == 1
 
 
-def test_integrity_check_passes_on_a_fresh_store(store: Store) -> None:
-    populate(store, ["a"])
+def test_integrity_check_tells_a_sound_store_from_a_corrupted_one(
+    store: Store, db_path: Path
+) -> None:
+    populate(store, ["a", "b"] * 50)
     assert store.integrity_ok()
+    store.close()
+    # Corrupt it the way a bad disk or a foreign writer can: an index whose entries no
+    # longer match its table (its declared columns changed under it).
+    conn = sqlite3.connect(db_path)
+    try:
+        conn.execute("PRAGMA writable_schema=ON")
+        conn.execute(
+            "UPDATE sqlite_master SET sql='CREATE INDEX trials_by_lane_state ON trials "
+            "(seed, state, seq)' WHERE name='trials_by_lane_state'"
+        )
+        conn.commit()
+    finally:
+        conn.close()
+    with Store(db_path, readonly=True) as reopened:
+        assert not reopened.integrity_ok()
+
+
+def test_with_block_closes_the_store(db_path: Path) -> None:
+    with Store.create(db_path) as store:
+        assert store.counts()["pending"] == 0
+    with pytest.raises(sqlite3.ProgrammingError):
+        store.counts()
 
 
 def test_utcnow_is_iso_8601_with_milliseconds_and_z() -> None:

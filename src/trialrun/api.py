@@ -37,7 +37,8 @@ from trialrun.executor.batch import (
     leave_batches,
 )
 from trialrun.executor.cache import ResponseCache, cache_dir
-from trialrun.executor.realtime import ExperimentRun, execute
+from trialrun.executor.realtime import execute
+from trialrun.executor.trial import ExperimentRun
 from trialrun.export import RESULTS_NAME, ResultsFile
 from trialrun.hashing import content_hash
 from trialrun.plan import Shard, cell_count, count_trials, expand

@@ -28,7 +28,7 @@ from rich.text import Text
 
 from trialrun.api import Observer, Run
 from trialrun.executor.batch import CollectReport
-from trialrun.executor.realtime import ExperimentRun
+from trialrun.executor.trial import ExperimentRun
 from trialrun.store import BATCH_OPEN
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from trialrun.config import ModelConfig
 from trialrun.errors import TrialrunError
 from trialrun.executor.limits import estimate_tokens
-from trialrun.executor.realtime import ModelRoute, _params, sent_params, template_context
+from trialrun.executor.trial import ModelRoute, requested_params, sent_params, template_context
 from trialrun.plan import cell_at, expand
 from trialrun.pricing import Price, lookup
 from trialrun.providers.base import Provider
@@ -158,7 +158,7 @@ def _trial_usage(
     """Input and output tokens of one trial, every turn; None if its templates fail (the trial
     would fail too, and is left out of the mean)."""
     experiment = prepared.experiment
-    params = sent_params(route, _params(experiment, route.config, trial))
+    params = sent_params(route, requested_params(experiment, route.config, trial))
     max_tokens = params.get("max_tokens")
     answer = int(max_tokens) if isinstance(max_tokens, int | float) else 0
     context = template_context(trial)
@@ -246,7 +246,7 @@ def _item_finder(prepared: Prepared) -> Callable[[str], dict[str, Any]]:
 
 
 def _preview(prepared: Prepared, route: ModelRoute, trial: PendingTrial) -> Preview:
-    params = sent_params(route, _params(prepared.experiment, route.config, trial))
+    params = sent_params(route, requested_params(prepared.experiment, route.config, trial))
     messages, error = None, None
     try:
         messages = prepared.conversation.first_messages(template_context(trial))

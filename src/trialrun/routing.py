@@ -23,7 +23,7 @@ from trialrun.config import (
 )
 from trialrun.errors import ConfigError
 from trialrun.executor.cache import cache_dir
-from trialrun.executor.realtime import ModelRoute
+from trialrun.executor.trial import ModelRoute
 from trialrun.plan import cell_count
 from trialrun.pricing import Price, lookup
 

@@ -32,20 +32,34 @@ import orjson
 
 from trialrun import secrets
 from trialrun.errors import ConfigError
-from trialrun.executor.realtime import (
+from trialrun.executor.trial import (
     ExperimentRun,
     ModelRoute,
-    _commit,
-    _last_user,
-    _params,
+    TrialResult,
+    TurnRequest,
+    build_request,
     cached_response,
-    request_key,
-    sent_params,
+    commit_record,
+    failed_attempt,
+    followup_messages,
+    last_user,
+    log_cache_hit,
+    store_answer,
     template_context,
+    trial_params,
 )
-from trialrun.hashing import canonical
 from trialrun.providers.base import BatchOutcome, BatchStatus, Provider
-from trialrun.store import BATCH_OPEN, PendingTrial, utcnow
+from trialrun.store import (
+    BATCH_OPEN,
+    AnsweredTurn,
+    BatchOutcomeRow,
+    BatchRequest,
+    OutstandingRequest,
+    PendingTrial,
+    ReadyRequest,
+    TrialProgress,
+    utcnow,
+)
 from trialrun.types import Request, Response
 
 PAGE = 500
@@ -194,48 +208,19 @@ def _store_outcomes(
     report: CollectReport,
 ) -> None:
     rows = run.store.batch_rows(batch["tag"])
-    attempts_allowed = run.experiment.retry.attempts
-    now = utcnow()
-    stored: list[tuple[str, str, str | None, str | None, int]] = []
     if status.failed:  # nothing ran: every request is an error of this attempt
         failure = secrets.redact(status.note or "the batch failed")
         outcomes = [BatchOutcome(custom_id, error=failure) for custom_id in rows]
+    now = utcnow()
+    stored: list[BatchOutcomeRow] = []
     for outcome in outcomes:
         row = rows.get(outcome.custom_id)
         if row is None:
             continue  # not ours, or already stored by an earlier pass
-        trial_id, turn, attempts, key, request_json = row
         if outcome.unprocessed:
-            stored.append((outcome.custom_id, "ready", None, None, 0))
+            stored.append(BatchOutcomeRow(outcome.custom_id, "ready", attempts_added=0))
             continue
-        attempt = attempts + 1
-        if outcome.response is not None:
-            response = outcome.response
-            response.attempts = attempt
-            if response.cost_usd is None and route.price is not None:
-                response.cost_usd = route.price.cost(response.usage, batch=True)
-            response_json = canonical(response.to_json())
-            run.store.add_attempt(
-                trial_id, turn, attempt, key, request_json, response_json, None, None,
-                None, response.usage.input, response.usage.output, response.cost_usd, False, now,
-            )  # fmt: skip
-            if run.cache is not None:
-                run.cache.put(key, response_json)
-            stored.append((outcome.custom_id, "done", response_json, None, 1))
-            report.collected += 1
-            continue
-        message = secrets.redact(outcome.error or "batch request failed")
-        run.store.add_attempt(
-            trial_id, turn, attempt, key, request_json, None, message, outcome.kind,
-            None, None, None, None, False, now,
-        )  # fmt: skip
-        if outcome.kind == "retryable" and attempt < attempts_allowed:
-            stored.append((outcome.custom_id, "ready", None, message, 1))
-        else:
-            suffix = f" (gave up after {attempt} attempts)" if outcome.kind == "retryable" else ""
-            stored.append(
-                (outcome.custom_id, "failed", None, f"turn {turn + 1}: {message}{suffix}", 1)
-            )
+        stored.append(_outcome_row(run, route, row, outcome, now))
         report.collected += 1
     note = status.note
     if note:
@@ -247,77 +232,90 @@ def _store_outcomes(
         run.cache.flush()
 
 
+def _outcome_row(
+    run: ExperimentRun,
+    route: ModelRoute,
+    row: OutstandingRequest,
+    outcome: BatchOutcome,
+    now: str,
+) -> BatchOutcomeRow:
+    """Log one request's answer or error as an attempt; what becomes of the request: done,
+    ready to retry in a later batch (up to `retry.attempts`), or failed."""
+    request = TurnRequest(row.trial_id, row.turn, row.cache_key, row.request)
+    attempt = row.attempts + 1
+    if outcome.response is not None:
+        outcome.response.attempts = attempt
+        response_json = store_answer(run, route, request, outcome.response, now, batch=True)
+        return BatchOutcomeRow(outcome.custom_id, "done", response=response_json)
+    message = secrets.redact(outcome.error or "batch request failed")
+    run.store.add_attempt(failed_attempt(request, attempt, message, outcome.kind, now))
+    if outcome.kind == "retryable" and attempt < run.experiment.retry.attempts:
+        return BatchOutcomeRow(outcome.custom_id, "ready", error=message)
+    suffix = f" (gave up after {attempt} attempts)" if outcome.kind == "retryable" else ""
+    error = f"turn {row.turn + 1}: {message}{suffix}"
+    return BatchOutcomeRow(outcome.custom_id, "failed", error=error)
+
+
 # ------------------------------------------------------------------ 3. advance trials
 
 
 def _advance(run: ExperimentRun, report: CollectReport) -> None:
-    turn_count = run.experiment.turn_count()
     while True:
         hits_before = report.cache_hits
         after = -1
         while page := run.store.pending_without_open_request(after, PAGE):
-            after = page[-1][0].seq
-            continuing = [
-                t.trial_id for t, _, done, failed in page if 0 < done < turn_count and not failed
-            ]
-            last = run.store.last_done_turns(continuing)
-            rows = []
-            for trial, lane, done, failed in page:
-                if failed or done >= turn_count:
-                    _complete(run, trial)
-                    continue
-                row = _next_request(run, trial, lane, done, last.get(trial.trial_id), report)
-                if row is not None:
-                    rows.append(row)
-            run.store.add_batch_requests(rows)
+            after = page[-1].trial.seq
+            _advance_page(run, page, report)
             run.maybe_flush()  # a stage's records are committed as they go, not held
         run.flush()  # completed trials leave `pending` before the next sweep
         if report.cache_hits == hits_before:
             return
 
 
+def _advance_page(run: ExperimentRun, page: list[TrialProgress], report: CollectReport) -> None:
+    """Each trial of the page gets its record (every turn answered, or one failed) or the
+    request of its next turn."""
+    turn_count = run.experiment.turn_count()
+    continuing = [
+        p.trial.trial_id for p in page if 0 < p.done_turns < turn_count and not p.failed_turns
+    ]
+    last = run.store.last_done_turns(continuing)
+    requests = []
+    for progress in page:
+        if progress.failed_turns or progress.done_turns >= turn_count:
+            _complete(run, progress.trial)
+            continue
+        requests.append(_next_request(run, progress, last.get(progress.trial.trial_id), report))
+    run.store.add_batch_requests(requests)
+
+
 def _next_request(
     run: ExperimentRun,
-    trial: PendingTrial,
-    lane: str,
-    turn: int,
-    previous: tuple[int, str, str] | None,
+    progress: TrialProgress,
+    previous: AnsweredTurn | None,
     report: CollectReport,
-) -> tuple[Any, ...] | None:
-    route = run.routes[trial.model]
-    params = sent_params(route, _params(run.experiment, route.config, trial))
+) -> BatchRequest:
+    """The request of a trial's next turn: ready to submit, already answered from the
+    cache, or failed (its template could not be rendered)."""
+    trial, turn, lane = progress.trial, progress.done_turns, progress.lane
+    custom_id = _custom_id(trial, turn)
     try:
         messages = _messages(run, trial, turn, previous)
     except Exception as exc:  # a template error fails this trial alone, as in real time
-        message = secrets.redact(str(exc))
-        custom_id = _custom_id(trial, turn)
-        error = f"turn {turn + 1}: {message}"
-        return (trial.trial_id, turn, custom_id, lane, "failed", "", "{}", None, 0, error)
-    model_id = route.config.model_id
-    key = request_key(route, messages, params, trial.repeat, turn)
-    request_json = canonical({"model": model_id, "messages": messages, "params": params})
-    custom_id = _custom_id(trial, turn)
-    response = cached_response(run, key)
-    if response is not None:
-        response_json = canonical(response.to_json())
-        run.store.add_attempt(
-            trial.trial_id, turn, 0, key, request_json, response_json, None, None, 0.0,
-            response.usage.input, response.usage.output, 0.0, True, utcnow(),
-        )  # fmt: skip
-        report.cache_hits += 1
-        return (
-            trial.trial_id,
-            turn,
-            custom_id,
-            lane,
-            "done",
-            key,
-            request_json,
-            response_json,
-            0,
-            None,
+        error = f"turn {turn + 1}: {secrets.redact(str(exc))}"
+        return BatchRequest(trial.trial_id, turn, custom_id, lane, "failed", "", "{}", error=error)
+    route = run.routes[trial.model]
+    request = build_request(route, trial, turn, messages, trial_params(run, trial))
+    response = cached_response(run, request.key)
+    if response is None:
+        return BatchRequest(
+            trial.trial_id, turn, custom_id, lane, "ready", request.key, request.json
         )
-    return (trial.trial_id, turn, custom_id, lane, "ready", key, request_json, None, 0, None)
+    response_json = log_cache_hit(run, request, response)
+    report.cache_hits += 1
+    return BatchRequest(
+        trial.trial_id, turn, custom_id, lane, "done", request.key, request.json, response_json
+    )
 
 
 def _custom_id(trial: PendingTrial, turn: int) -> str:
@@ -325,58 +323,58 @@ def _custom_id(trial: PendingTrial, turn: int) -> str:
 
 
 def _messages(
-    run: ExperimentRun, trial: PendingTrial, turn: int, previous: tuple[int, str, str] | None
+    run: ExperimentRun, trial: PendingTrial, turn: int, previous: AnsweredTurn | None
 ) -> list[dict[str, str]]:
+    """A turn's messages, rebuilt from the previous turn's request and answer."""
     context = template_context(trial)
     if turn == 0:
         return run.conversation.first_messages(context)
-    assert previous is not None and previous[0] == turn - 1, "turns are answered in order"
-    request = orjson.loads(previous[1])
-    answer = orjson.loads(previous[2])["response"]
+    assert previous is not None and previous.turn == turn - 1, "turns are answered in order"
+    request = orjson.loads(previous.request)
+    answer = orjson.loads(previous.response)["response"]
     messages: list[dict[str, str]] = [
         *request["messages"],
         {"role": "assistant", "content": answer},
     ]
-    history = []
-    for index, message in enumerate(messages):
-        if message["role"] == "assistant":
-            history.append({"user": _last_user(messages[:index]), "response": message["content"]})
-    context["turn"], context["turns"] = turn + 1, history
-    return [*messages, run.conversation.followup(turn - 1, context)]
+    history = [
+        {"user": last_user(messages[:index]), "response": message["content"]}
+        for index, message in enumerate(messages)
+        if message["role"] == "assistant"
+    ]
+    return followup_messages(run, context, messages, turn, history)
 
 
 def _complete(run: ExperimentRun, trial: PendingTrial) -> None:
-    turns: list[dict[str, Any]] = []
-    error = None
-    retries = 0
-    for response, request_error, attempts in run.store.trial_turns(trial.trial_id):
-        retries += max(attempts - 1, 0)
-        if response is None:
-            error = request_error or "the batch request failed"
+    result = TrialResult()
+    for outcome in run.store.trial_turns(trial.trial_id):
+        result.retries += max(outcome.attempts - 1, 0)
+        if outcome.response is None:
+            result.error = outcome.error or "the batch request failed"
             break
-        turns.append(Response.from_json(orjson.loads(response)).to_json())
-    route = run.routes[trial.model]
-    requested = _params(run.experiment, route.config, trial)
-    params = sent_params(route, requested)
-    _commit(run, trial, trial.item, params, turns, error, retries, utcnow(), time.perf_counter())
+        result.turns.append(Response.from_json(orjson.loads(outcome.response)).to_json())
+    commit_record(run, trial, trial_params(run, trial), result, utcnow(), time.perf_counter())
 
 
 # ------------------------------------------------------------------ 4. submit
 
 
-Ready = tuple[str, str, int, str, int]
-"""A ready request as `_submit` holds it: (custom id, model label, turn, request JSON, size
-of its batch entry in bytes). The entry itself is built again only when its chunk is
-sent, so a stage never holds every request as dicts."""
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """A ready request as `_submit` holds it, with the size of its batch entry in bytes.
+    The entry itself is built again only when its chunk is sent, so a stage never holds
+    every request as dicts."""
+
+    request: ReadyRequest
+    size: int
 
 
 async def _submit(run: ExperimentRun, report: CollectReport) -> None:
     groups: dict[tuple[Any, ...], list[Ready]] = defaultdict(list)
-    for custom_id, label, turn, request_json in run.store.ready_requests():
-        route = run.routes[label]
+    for ready in run.store.ready_requests():
+        route = run.routes[ready.model]
         if route.lane in run.stopped_lanes:
             continue
-        request = _request(route, request_json)
+        request = _request(route, ready.request)
         provider = route.provider
         key = (
             route.lane,
@@ -384,10 +382,10 @@ async def _submit(run: ExperimentRun, report: CollectReport) -> None:
             getattr(provider, "api_key", None),
             provider.batch_group(request),
         )
-        size = len(orjson.dumps(provider.batch_entry(custom_id, request))) + 1
-        groups[key].append((custom_id, label, turn, request_json, size))
+        size = len(orjson.dumps(provider.batch_entry(ready.custom_id, request))) + 1
+        groups[key].append(Ready(ready, size))
     for entries in groups.values():
-        label = entries[0][1]
+        label = entries[0].request.model
         route = run.routes[label]
         for chunk in _chunks(entries, route.provider, run):
             if route.lane in run.stopped_lanes:
@@ -409,12 +407,11 @@ def _chunks(entries: list[Ready], provider: Provider, run: ExperimentRun) -> lis
     chunks: list[list[Ready]] = [[]]
     size = 0
     for entry in entries:
-        entry_bytes = entry[4]
-        if chunks[-1] and (len(chunks[-1]) >= max_requests or size + entry_bytes > max_bytes):
+        if chunks[-1] and (len(chunks[-1]) >= max_requests or size + entry.size > max_bytes):
             chunks.append([])
             size = 0
         chunks[-1].append(entry)
-        size += entry_bytes
+        size += entry.size
     return [chunk for chunk in chunks if chunk]
 
 
@@ -427,10 +424,13 @@ async def _submit_one(
 ) -> None:
     store = run.store
     tag = f"b{uuid.uuid4().hex[:16]}"
-    custom_ids = [entry[0] for entry in chunk]
-    store.open_batch(tag, route.lane, label, min(entry[2] for entry in chunk), custom_ids)
+    requests = [entry.request for entry in chunk]
+    custom_ids = [r.custom_id for r in requests]
+    store.open_batch(tag, route.lane, label, min(r.turn for r in requests), custom_ids)
     try:
-        entries = (route.provider.batch_entry(e[0], _request(route, e[3])) for e in chunk)
+        entries = (
+            route.provider.batch_entry(r.custom_id, _request(route, r.request)) for r in requests
+        )
         batch_id = await route.provider.submit_batch(entries, _metadata(run, tag))
     except Exception as exc:
         kind, _ = route.provider.classify_error(exc)

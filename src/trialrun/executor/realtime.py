@@ -10,122 +10,41 @@ from __future__ import annotations
 
 import asyncio
 import random
-import sqlite3
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from trialrun import secrets
-from trialrun.config import SAMPLING_PARAMS, Experiment, ModelConfig
 from trialrun.errors import ProviderError, TrialrunError
-from trialrun.executor.cache import ResponseCache, cache_key
 from trialrun.executor.limits import Limiter, estimate_tokens
 from trialrun.executor.retry import backoff_s
-from trialrun.hashing import canonical
-from trialrun.pricing import Price
-from trialrun.providers.base import Provider
-from trialrun.store import PendingTrial, Store, utcnow
-from trialrun.templates import Conversation
+from trialrun.executor.trial import (
+    ExperimentRun,
+    ModelRoute,
+    TrialResult,
+    TurnRequest,
+    build_request,
+    cached_response,
+    commit_record,
+    failed_attempt,
+    followup_messages,
+    last_user,
+    log_cache_hit,
+    store_answer,
+    template_context,
+    trial_params,
+)
+from trialrun.store import PendingTrial, utcnow
 from trialrun.types import Request, Response
 
 NOTABLE_WAIT_S = 5.0
 """A Retry-After wait at least this long is an event and shows on the progress line."""
-FLUSH_ROWS = 2000
 FLUSH_EVERY_S = 0.25
 PAGE = 500
 
 
 class LaneStopped(Exception):
     """A provider refused our credentials: every trial of its lane stops."""
-
-
-@dataclass
-class ModelRoute:
-    """How one model entry's requests are made."""
-
-    config: ModelConfig
-    provider: Provider
-    provider_name: str
-    """The provider that answers (`mock` under --mock)."""
-    lane: str
-    """The configured provider name: limits and lanes are keyed by it."""
-    base_url: str | None
-    options: dict[str, Any]
-    price: Price | None = None
-    """Price of the configured model; None leaves real costs unknown (mock answers cost 0)."""
-    unsent: frozenset[str] = frozenset()
-    """Sampling params this provider cannot take: left out of requests and records."""
-
-
-@dataclass
-class ExperimentRun:
-    """Everything the executor needs to run one run folder's pending trials."""
-
-    run_id: str
-    experiment: Experiment
-    store: Store
-    conversation: Conversation
-    routes: dict[str, ModelRoute]
-    cache: ResponseCache | None
-    id_field: str
-    on_commit: Callable[[list[tuple[str, str]]], None]
-    reuse_attempts: bool = False
-    mode: str = "realtime"
-    switched: bool = False
-    """The mode changed on this resume (requests left in batches are to be dealt with)."""
-    stopped_lanes: dict[str, str] = field(default_factory=dict)
-    submit_failures: dict[str, int] = field(default_factory=dict)
-    """Batch mode: failed calls to each lane's batch API in a row, in this process."""
-    in_flight: dict[str, int] = field(default_factory=dict)
-    """Requests of each lane waiting on the provider right now (shown by `status`)."""
-    waiting: dict[str, float] = field(default_factory=dict)
-    """Until when (Unix time) each lane cools down after a server's Retry-After."""
-    on_wait: Callable[[str, float, str], None] | None = None
-    """Told (lane, seconds, note) when a lane starts a wait long enough to notice."""
-    on_warn: Callable[[str], None] | None = None
-    """Told what a user should know while the run goes (once per cause)."""
-    missing_logprobs: dict[str, int] = field(default_factory=dict)
-    """Turns per model that asked for logprobs and got none, in this process."""
-    _last_flush: float = field(default_factory=time.monotonic)
-
-    def live(self) -> dict[str, Any]:
-        """What a running process is doing now, for `status` in another process."""
-        now = time.time()
-        return {
-            "in_flight": sum(self.in_flight.values()),
-            "waiting": {k: round(v - now, 1) for k, v in self.waiting.items() if v > now},
-            "at": now,
-        }
-
-    def note_missing_logprobs(self, model: str, turns: int) -> None:
-        """Logprobs were asked for and did not come back: warn once per model."""
-        if model not in self.missing_logprobs:
-            note = (
-                f"{model}: logprobs were asked for (logprobs/top_logprobs) but the server "
-                "returned none; records keep logprobs: null (`trialrun status` counts them)"
-            )
-            self.store.add_event("logprobs_missing", note)
-            if self.on_warn is not None:
-                self.on_warn(note)
-        self.missing_logprobs[model] = self.missing_logprobs.get(model, 0) + turns
-
-    def flush(self) -> None:
-        committed = self.store.flush(live=self.live())
-        self._last_flush = time.monotonic()
-        if self.cache is not None:
-            try:
-                self.cache.flush()
-            except sqlite3.Error as exc:  # the cache is an optimisation; the store is the truth
-                self.store.add_event("cache_error", str(exc))
-        if committed:
-            self.on_commit(committed)
-
-    def maybe_flush(self) -> None:
-        if self.store.buffered() >= FLUSH_ROWS:
-            self.flush()
 
 
 class Limiters:
@@ -169,7 +88,7 @@ async def _flush_periodically(runs: list[ExperimentRun]) -> None:
     while True:
         await asyncio.sleep(FLUSH_EVERY_S)
         for run in runs:
-            if time.monotonic() - run._last_flush >= FLUSH_EVERY_S:
+            if time.monotonic() - run.last_flush >= FLUSH_EVERY_S:
                 run.flush()
 
 
@@ -211,59 +130,30 @@ async def _run_trial(
     run: ExperimentRun, trial: PendingTrial, limiter: Limiter, rng: random.Random
 ) -> None:
     route = run.routes[trial.model]
-    experiment = run.experiment
-    item = trial.item
-    params = sent_params(route, _params(experiment, route.config, trial))
+    params = trial_params(run, trial)
     context = template_context(trial)
     started_at, clock = utcnow(), time.perf_counter()
-    turns: list[dict[str, Any]] = []
+    result = TrialResult()
     history: list[dict[str, str]] = []
-    error: str | None = None
-    retries = 0
     try:
         messages = run.conversation.first_messages(context)
-        for turn in range(experiment.turn_count()):
+        for turn in range(run.experiment.turn_count()):
             if turn:
-                context["turn"], context["turns"] = turn + 1, history
-                messages = [*messages, run.conversation.followup(turn - 1, context)]
-            outcome = await _call(
-                run, route, trial, turn, messages, params, limiter, rng
-            )
-            retries += max(outcome.attempts - 1, 0)
+                messages = followup_messages(run, context, messages, turn, history)
+            request = build_request(route, trial, turn, messages, params)
+            outcome = await _call(run, route, request, messages, params, limiter, rng)
+            result.retries += max(outcome.attempts - 1, 0)
             if outcome.response is None:
-                error = outcome.error
+                result.error = outcome.error
                 break
-            turns.append(outcome.response.to_json())
-            history = [*history, {"user": _last_user(messages), "response": outcome.response.text}]
+            result.turns.append(outcome.response.to_json())
+            history = [*history, {"user": last_user(messages), "response": outcome.response.text}]
             messages = [*messages, {"role": "assistant", "content": outcome.response.text}]
     except LaneStopped:
         return
     except TrialrunError as exc:
-        error = str(exc)
-    _commit(run, trial, item, params, turns, error, retries, started_at, clock)
-
-
-def template_context(trial: PendingTrial) -> dict[str, Any]:
-    """What a trial's templates see at its first turn (`turn`, `turns` advance later)."""
-    return {
-        "item": trial.item,
-        "grid": trial.grid,
-        **trial.grid,
-        "model": trial.model,
-        "repeat": trial.repeat,
-        "seed": trial.seed,
-        "turn": 1,
-        "turns": [],
-    }
-
-
-def _params(experiment: Experiment, config: ModelConfig, trial: PendingTrial) -> dict[str, Any]:
-    grid_params = {k: v for k, v in trial.grid.items() if k in SAMPLING_PARAMS}
-    return {**experiment.params, **config.params, **grid_params, "seed": trial.seed}
-
-
-def _last_user(messages: list[dict[str, str]]) -> str:
-    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        result.error = str(exc)
+    commit_record(run, trial, params, result, started_at, clock)
 
 
 @dataclass(slots=True)
@@ -273,11 +163,18 @@ class _Outcome:
     attempts: int
 
 
+class _Failed(Exception):
+    """A call that raised, with how long it took (from when it got its limiter slot)."""
+
+    def __init__(self, error: Exception, latency_s: float) -> None:
+        super().__init__(error)
+        self.error, self.latency_s = error, latency_s
+
+
 async def _call(
     run: ExperimentRun,
     route: ModelRoute,
-    trial: PendingTrial,
-    turn: int,
+    request: TurnRequest,
     messages: list[dict[str, str]],
     params: dict[str, Any],
     limiter: Limiter,
@@ -287,76 +184,85 @@ async def _call(
 
     `params` are those sent, and the cache key is built from them (see executor/cache.py).
     """
-    model_id = route.config.model_id
-    key = request_key(route, messages, params, trial.repeat, turn)
-    request_json = canonical({"model": model_id, "messages": messages, "params": params})
-    response = cached_response(run, key)
+    response = cached_response(run, request.key)
     if response is not None:
-        _log_attempt(run, trial, turn, 0, key, request_json, response, None, None, utcnow())
+        log_cache_hit(run, request, response)
         return _Outcome(response, None, 0)
-    request = Request(model_id, messages, params, route.base_url, route.options)
-    retry = run.experiment.retry
+    call = Request(route.config.model_id, messages, params, route.base_url, route.options)
     estimate = estimate_tokens(messages, params.get("max_tokens"), route.provider.count_tokens)
-    for attempt in range(1, retry.attempts + 1):
-        started_at, clock = utcnow(), time.perf_counter()
+    for attempt in range(1, run.experiment.retry.attempts + 1):
+        started_at = utcnow()
         try:
-            async with limiter.slot(estimate):
-                if route.lane in run.stopped_lanes:  # stopped while this call waited its turn
-                    raise LaneStopped(route.lane)
-                clock = time.perf_counter()
-                run.in_flight[route.lane] = run.in_flight.get(route.lane, 0) + 1
-                try:
-                    response = await asyncio.wait_for(
-                        route.provider.generate(request), retry.timeout_s
-                    )
-                finally:
-                    run.in_flight[route.lane] -= 1
-        except LaneStopped:
-            raise
-        except Exception as exc:  # classified below; unknown ones become final trial errors
-            kind, retry_after = route.provider.classify_error(exc)
-            message = _describe(exc)
-            _log_attempt(
-                run,
-                trial,
-                turn,
-                attempt,
-                key,
-                request_json,
-                None,
-                message,
-                kind,
-                started_at,
-                time.perf_counter() - clock,
-            )
-            if kind == "auth":
-                _stop_lane(run, route, message)
-            if kind != "retryable":
-                return _Outcome(None, f"turn {turn + 1}: {message}", attempt)
-            if attempt == retry.attempts:
-                return _Outcome(
-                    None, f"turn {turn + 1}: {message} (gave up after {attempt} attempts)", attempt
-                )
-            if retry_after is not None:
-                retry_after = _server_wait(run, route, limiter, retry_after)
-            await asyncio.sleep(
-                backoff_s(attempt, retry.base_wait_s, retry.max_wait_s, retry_after, rng)
-            )
+            response = await _send(run, route, call, limiter, estimate)
+        except _Failed as failed:
+            verdict = _retry_or_fail(run, route, request, attempt, failed, started_at, limiter, rng)
+            if isinstance(verdict, _Outcome):
+                return verdict
+            await asyncio.sleep(verdict)
             continue
-        response.latency_s, response.attempts = time.perf_counter() - clock, attempt
-        if response.cost_usd is None and route.price is not None:
-            response.cost_usd = route.price.cost(response.usage)
+        response.attempts = attempt
         limiter.settle(estimate, response.usage.total)
-        _log_attempt(run, trial, turn, attempt, key, request_json, response, None, None, started_at)
-        if run.cache is not None:
-            run.cache.put(key, canonical(response.to_json()))
+        store_answer(run, route, request, response, started_at)
         return _Outcome(response, None, attempt)
     raise AssertionError("unreachable: the loop returns on its last attempt")
 
 
-def _server_wait(
-    run: ExperimentRun, route: ModelRoute, limiter: Limiter, asked_s: float
-) -> float:
+async def _send(
+    run: ExperimentRun, route: ModelRoute, call: Request, limiter: Limiter, estimate: int
+) -> Response:
+    """One call to the provider in a limiter slot, timed from when the slot was got; any
+    error but a stopped lane comes back as `_Failed`."""
+    clock = time.perf_counter()
+    try:
+        async with limiter.slot(estimate):
+            if route.lane in run.stopped_lanes:  # stopped while this call waited its turn
+                raise LaneStopped(route.lane)
+            clock = time.perf_counter()
+            run.in_flight[route.lane] = run.in_flight.get(route.lane, 0) + 1
+            try:
+                response = await asyncio.wait_for(
+                    route.provider.generate(call), run.experiment.retry.timeout_s
+                )
+            finally:
+                run.in_flight[route.lane] -= 1
+    except LaneStopped:
+        raise
+    except Exception as exc:  # classified by the caller; unknown ones become final errors
+        raise _Failed(exc, time.perf_counter() - clock) from exc
+    response.latency_s = time.perf_counter() - clock
+    return response
+
+
+def _retry_or_fail(
+    run: ExperimentRun,
+    route: ModelRoute,
+    request: TurnRequest,
+    attempt: int,
+    failed: _Failed,
+    started_at: str,
+    limiter: Limiter,
+    rng: random.Random,
+) -> _Outcome | float:
+    """Log a failed attempt; the turn's final outcome, or the seconds to wait before the
+    next attempt. An auth error stops the whole lane."""
+    kind, retry_after = route.provider.classify_error(failed.error)
+    message = _describe(failed.error)
+    attempt_row = failed_attempt(request, attempt, message, kind, started_at, failed.latency_s)
+    run.store.add_attempt(attempt_row)
+    if kind == "auth":
+        _stop_lane(run, route, message)
+    if kind != "retryable":
+        return _Outcome(None, f"turn {request.turn + 1}: {message}", attempt)
+    retry = run.experiment.retry
+    if attempt == retry.attempts:
+        gave_up = f"turn {request.turn + 1}: {message} (gave up after {attempt} attempts)"
+        return _Outcome(None, gave_up, attempt)
+    if retry_after is not None:
+        retry_after = _server_wait(run, route, limiter, retry_after)
+    return backoff_s(attempt, retry.base_wait_s, retry.max_wait_s, retry_after, rng)
+
+
+def _server_wait(run: ExperimentRun, route: ModelRoute, limiter: Limiter, asked_s: float) -> float:
     """Honour a server's Retry-After up to `retry.max_wait_s`: the whole lane cools down,
     and a wait long enough to notice is an event and a note on the progress line, so a run
     never sits silent (a server may ask for an hour, or for `inf`)."""
@@ -364,7 +270,9 @@ def _server_wait(
     wait = min(asked_s, cap)
     already = run.waiting.get(route.lane, 0.0) > time.time()
     if limiter.cool_down(wait) and not already and (wait >= NOTABLE_WAIT_S or asked_s > cap):
-        capped = f" (asked {_seconds(asked_s)}; capped at retry.max_wait_s)" if asked_s > cap else ""
+        capped = (
+            f" (asked {_seconds(asked_s)}; capped at retry.max_wait_s)" if asked_s > cap else ""
+        )
         note = f"{route.lane}: server asked to wait (Retry-After); waiting {wait:.0f} s{capped}"
         run.store.add_event("retry_after", note)
         run.waiting[route.lane] = time.time() + wait
@@ -375,55 +283,6 @@ def _server_wait(
 
 def _seconds(value: float) -> str:
     return "forever" if value == float("inf") else f"{value:.0f} s"
-
-
-def cached_response(run: ExperimentRun, key: str) -> Response | None:
-    """The answer this run's store or the response cache holds for `key`, marked as a free,
-    zero-attempt cache hit; None if neither has it."""
-    cached = _lookup(run, key)
-    if cached is None:
-        return None
-    response = Response.from_json(orjson.loads(cached))
-    response.cache_hit, response.attempts, response.latency_s, response.cost_usd = (
-        True,
-        0,
-        0.0,
-        0.0,
-    )
-    return response
-
-
-def request_key(
-    route: ModelRoute,
-    messages: list[dict[str, str]],
-    params: dict[str, Any],
-    repeat: int,
-    turn: int,
-) -> str:
-    """The cache key of a request as `route` sends it (`params`: the sent ones)."""
-    return cache_key(
-        route.provider_name,
-        route.config.model_id,
-        route.base_url,
-        route.options,
-        messages,
-        params,
-        repeat,
-        turn,
-    )
-
-
-def sent_params(route: ModelRoute, requested: dict[str, Any]) -> dict[str, Any]:
-    """The requested params less those the route's provider cannot take."""
-    return {k: v for k, v in requested.items() if k not in route.unsent}
-
-
-def _lookup(run: ExperimentRun, key: str) -> str | None:
-    if run.reuse_attempts:
-        stored = run.store.stored_response(key)
-        if stored is not None:
-            return stored
-    return run.cache.get(key) if run.cache is not None else None
 
 
 def _describe(exc: BaseException) -> str:
@@ -439,103 +298,4 @@ def _stop_lane(run: ExperimentRun, route: ModelRoute, message: str) -> None:
     raise LaneStopped(route.lane)
 
 
-def _log_attempt(
-    run: ExperimentRun,
-    trial: PendingTrial,
-    turn: int,
-    attempt: int,
-    key: str,
-    request_json: str,
-    response: Response | None,
-    error: str | None,
-    error_kind: str | None,
-    started_at: str,
-    latency_s: float | None = None,
-) -> None:
-    run.store.add_attempt(
-        trial.trial_id,
-        turn,
-        attempt,
-        key,
-        request_json,
-        canonical(response.to_json()) if response else None,
-        error,
-        error_kind,
-        response.latency_s if response else latency_s,
-        response.usage.input if response else None,
-        response.usage.output if response else None,
-        response.cost_usd if response else None,
-        bool(response and response.cache_hit),
-        started_at,
-    )
-
-
-def trial_cost(route: ModelRoute, turns: list[dict[str, Any]]) -> float | None:
-    """What a trial cost: the sum of its answered turns, or None (unknown) when a turn's cost
-    is unknown, the model has no price, or no turn was answered (a failed call reports no
-    usage, so nothing says what it cost: unknown, never $0). Mock answers cost 0."""
-    costs = [t["cost_usd"] for t in turns]
-    if route.provider_name == "mock":
-        return float(sum(c or 0.0 for c in costs))
-    if not costs or None in costs or route.price is None:
-        return None
-    return float(sum(costs))
-
-
-def _commit(
-    run: ExperimentRun,
-    trial: PendingTrial,
-    item: dict[str, Any],
-    params: dict[str, Any],
-    turns: list[dict[str, Any]],
-    error: str | None,
-    retries: int,
-    started_at: str,
-    clock: float,
-) -> None:
-    finished_at = utcnow()
-    status = "failed" if error else "done"
-    cost = trial_cost(run.routes[trial.model], turns)
-    if params.get("top_logprobs") or params.get("logprobs"):
-        missing = sum(1 for t in turns if t["logprobs"] is None)
-        if missing:
-            run.note_missing_logprobs(trial.model, missing)
-    record = {
-        "run_id": run.run_id,
-        "trial_id": trial.trial_id,
-        "item_id": trial.item_id,
-        "item": {k: v for k, v in item.items() if k != run.id_field},
-        "model": trial.model,
-        "grid": trial.grid,
-        "repeat": trial.repeat,
-        "seed": trial.seed,
-        "status": status,
-        "turns": turns,
-        "params": params,
-        "output": None,
-        "judge": None,
-        "judge_error": None,
-        "error": error,
-        "started_at": started_at,
-        "finished_at": finished_at,
-        "elapsed_s": round(time.perf_counter() - clock, 6),
-        "retries": retries,
-        "cost_usd": cost,
-    }
-    tokens = sum(t["usage"]["total"] for t in turns)
-    latency = sum(t["latency_s"] for t in turns)
-    run.store.add_record(
-        trial.trial_id,
-        trial.seq,
-        status,
-        trial.model,
-        canonical(trial.grid),
-        tokens,
-        latency,
-        cost,
-        finished_at,
-        orjson.dumps(record).decode(),
-    )
-
-
-__all__ = ["ExperimentRun", "LaneStopped", "ModelRoute", "ProviderError", "execute"]
+__all__ = ["LaneStopped", "ProviderError", "execute"]

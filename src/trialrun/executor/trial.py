@@ -1,0 +1,423 @@
+"""One trial path: the steps of a trial that do not depend on how a request reaches its
+provider, shared by the real-time executor (realtime.py) and batch mode (batch.py).
+
+A trial goes through the same steps in either executor:
+
+1. `trial_params`: the params requested (experiment, model entry, grid, seed), less those
+   the route's provider cannot take: what is sent and recorded;
+2. `template_context` and `followup_messages`: what the templates see, turn by turn;
+3. `build_request`: a turn's cache key and canonical request JSON;
+4. `cached_response`: the answer this run's store or the response cache already holds;
+5. otherwise the executor sends the request its own way (one call with retries, or a
+   line of a batch) and hands the answer to `store_answer` (cost, attempt row, cache)
+   or a failure to `failed_attempt`;
+6. `commit_record`: the trial's record, committed with its state at the next flush.
+
+A later stage of a trial (an LLM judge, a scorer, a local model) is one more user of
+these steps, not a third copy: it builds its messages from the record, takes its key and
+JSON from `build_request`, asks `cached_response` first, sends through either executor's
+transport, and logs through `store_answer`/`failed_attempt`, so caching, costs and the
+attempts table work for it unchanged.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from trialrun.config import SAMPLING_PARAMS, Experiment, ModelConfig
+from trialrun.executor.cache import ResponseCache, cache_key
+from trialrun.hashing import canonical
+from trialrun.pricing import Price
+from trialrun.providers.base import Provider
+from trialrun.store import Attempt, PendingTrial, RecordRow, Store, utcnow
+from trialrun.templates import Conversation
+from trialrun.types import Response
+
+FLUSH_ROWS = 2000
+"""Buffered rows that make a flush due at once, without waiting for the flush timer."""
+
+
+@dataclass
+class ModelRoute:
+    """How one model entry's requests are made."""
+
+    config: ModelConfig
+    provider: Provider
+    provider_name: str
+    """The provider that answers (`mock` under --mock)."""
+    lane: str
+    """The configured provider name: limits and lanes are keyed by it."""
+    base_url: str | None
+    options: dict[str, Any]
+    price: Price | None = None
+    """Price of the configured model; None leaves real costs unknown (mock answers cost 0)."""
+    unsent: frozenset[str] = frozenset()
+    """Sampling params this provider cannot take: left out of requests and records."""
+
+
+@dataclass
+class ExperimentRun:
+    """Everything the executor needs to run one run folder's pending trials."""
+
+    run_id: str
+    experiment: Experiment
+    store: Store
+    conversation: Conversation
+    routes: dict[str, ModelRoute]
+    cache: ResponseCache | None
+    id_field: str
+    on_commit: Callable[[list[tuple[str, str]]], None]
+    reuse_attempts: bool = False
+    mode: str = "realtime"
+    switched: bool = False
+    """The mode changed on this resume (requests left in batches are to be dealt with)."""
+    stopped_lanes: dict[str, str] = field(default_factory=dict)
+    submit_failures: dict[str, int] = field(default_factory=dict)
+    """Batch mode: failed calls to each lane's batch API in a row, in this process."""
+    in_flight: dict[str, int] = field(default_factory=dict)
+    """Requests of each lane waiting on the provider right now (shown by `status`)."""
+    waiting: dict[str, float] = field(default_factory=dict)
+    """Until when (Unix time) each lane cools down after a server's Retry-After."""
+    on_wait: Callable[[str, float, str], None] | None = None
+    """Told (lane, seconds, note) when a lane starts a wait long enough to notice."""
+    on_warn: Callable[[str], None] | None = None
+    """Told what a user should know while the run goes (once per cause)."""
+    missing_logprobs: dict[str, int] = field(default_factory=dict)
+    """Turns per model that asked for logprobs and got none, in this process."""
+    last_flush: float = field(default_factory=time.monotonic)
+
+    def live(self) -> dict[str, Any]:
+        """What a running process is doing now, for `status` in another process."""
+        now = time.time()
+        return {
+            "in_flight": sum(self.in_flight.values()),
+            "waiting": {k: round(v - now, 1) for k, v in self.waiting.items() if v > now},
+            "at": now,
+        }
+
+    def note_missing_logprobs(self, model: str, turns: int) -> None:
+        """Logprobs were asked for and did not come back: warn once per model."""
+        if model not in self.missing_logprobs:
+            note = (
+                f"{model}: logprobs were asked for (logprobs/top_logprobs) but the server "
+                "returned none; records keep logprobs: null (`trialrun status` counts them)"
+            )
+            self.store.add_event("logprobs_missing", note)
+            if self.on_warn is not None:
+                self.on_warn(note)
+        self.missing_logprobs[model] = self.missing_logprobs.get(model, 0) + turns
+
+    def flush(self) -> None:
+        committed = self.store.flush(live=self.live())
+        self.last_flush = time.monotonic()
+        if self.cache is not None:
+            try:
+                self.cache.flush()
+            except sqlite3.Error as exc:  # the cache is an optimisation; the store is the truth
+                self.store.add_event("cache_error", str(exc))
+        if committed:
+            self.on_commit(committed)
+
+    def maybe_flush(self) -> None:
+        if self.store.buffered() >= FLUSH_ROWS:
+            self.flush()
+
+
+# ------------------------------------------------------------------ params and templates
+
+
+def requested_params(
+    experiment: Experiment, config: ModelConfig, trial: PendingTrial
+) -> dict[str, Any]:
+    """The params a trial asks for: the experiment's, the model entry's, the grid's sampling
+    params and its seed, later ones winning."""
+    grid_params = {k: v for k, v in trial.grid.items() if k in SAMPLING_PARAMS}
+    return {**experiment.params, **config.params, **grid_params, "seed": trial.seed}
+
+
+def sent_params(route: ModelRoute, requested: dict[str, Any]) -> dict[str, Any]:
+    """The requested params less those the route's provider cannot take."""
+    return {k: v for k, v in requested.items() if k not in route.unsent}
+
+
+def trial_params(run: ExperimentRun, trial: PendingTrial) -> dict[str, Any]:
+    """The params a trial sends and records."""
+    route = run.routes[trial.model]
+    return sent_params(route, requested_params(run.experiment, route.config, trial))
+
+
+def template_context(trial: PendingTrial) -> dict[str, Any]:
+    """What a trial's templates see at its first turn (`turn`, `turns` advance later)."""
+    return {
+        "item": trial.item,
+        "grid": trial.grid,
+        **trial.grid,
+        "model": trial.model,
+        "repeat": trial.repeat,
+        "seed": trial.seed,
+        "turn": 1,
+        "turns": [],
+    }
+
+
+def last_user(messages: list[dict[str, str]]) -> str:
+    """The last user message's text: what an answer in the history replied to."""
+    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+
+
+def followup_messages(
+    run: ExperimentRun,
+    context: dict[str, Any],
+    messages: list[dict[str, str]],
+    turn: int,
+    history: list[dict[str, str]],
+) -> list[dict[str, str]]:
+    """The messages of turn `turn` (1 or later): those so far, answers included, and the
+    rendered follow-up, whose template sees the turn number and the history so far."""
+    context["turn"], context["turns"] = turn + 1, history
+    return [*messages, run.conversation.followup(turn - 1, context)]
+
+
+# ------------------------------------------------------------------ requests and answers
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRequest:
+    """One turn's request as it is keyed and logged."""
+
+    trial_id: str
+    turn: int
+    key: str
+    """The cache key (see executor/cache.py)."""
+    json: str
+    """Canonical JSON of the model id, messages and params as sent."""
+
+
+def build_request(
+    route: ModelRoute,
+    trial: PendingTrial,
+    turn: int,
+    messages: list[dict[str, str]],
+    params: dict[str, Any],
+) -> TurnRequest:
+    """Key and JSON of a turn's request as `route` sends it (`params`: the sent ones)."""
+    model_id = route.config.model_id
+    key = cache_key(
+        route.provider_name,
+        model_id,
+        route.base_url,
+        route.options,
+        messages,
+        params,
+        trial.repeat,
+        turn,
+    )
+    request_json = canonical({"model": model_id, "messages": messages, "params": params})
+    return TurnRequest(trial.trial_id, turn, key, request_json)
+
+
+def cached_response(run: ExperimentRun, key: str) -> Response | None:
+    """The answer this run's store or the response cache holds for `key`, marked as a free,
+    zero-attempt cache hit; None if neither has it."""
+    cached = _lookup(run, key)
+    if cached is None:
+        return None
+    response = Response.from_json(orjson.loads(cached))
+    response.cache_hit, response.attempts, response.latency_s, response.cost_usd = (
+        True,
+        0,
+        0.0,
+        0.0,
+    )
+    return response
+
+
+def _lookup(run: ExperimentRun, key: str) -> str | None:
+    if run.reuse_attempts:
+        stored = run.store.stored_response(key)
+        if stored is not None:
+            return stored
+    return run.cache.get(key) if run.cache is not None else None
+
+
+def answered_attempt(
+    request: TurnRequest,
+    attempt: int,
+    response: Response,
+    response_json: str,
+    started_at: str,
+    latency_s: float | None,
+) -> Attempt:
+    """The attempts row of an answer (attempt 0: an answer from the cache)."""
+    return Attempt(
+        request.trial_id,
+        request.turn,
+        attempt,
+        request.key,
+        request.json,
+        response_json,
+        latency_s=latency_s,
+        input_tokens=response.usage.input,
+        output_tokens=response.usage.output,
+        cost_usd=response.cost_usd,
+        cache_hit=response.cache_hit,
+        started_at=started_at,
+    )
+
+
+def failed_attempt(
+    request: TurnRequest,
+    attempt: int,
+    error: str,
+    error_kind: str | None,
+    started_at: str,
+    latency_s: float | None = None,
+) -> Attempt:
+    """The attempts row of a call that got no answer."""
+    return Attempt(
+        request.trial_id,
+        request.turn,
+        attempt,
+        request.key,
+        request.json,
+        None,
+        error=error,
+        error_kind=error_kind,
+        latency_s=latency_s,
+        started_at=started_at,
+    )
+
+
+def log_cache_hit(run: ExperimentRun, request: TurnRequest, response: Response) -> str:
+    """Log an answer from the cache as attempt 0; returns its JSON."""
+    response_json = canonical(response.to_json())
+    attempt = answered_attempt(request, 0, response, response_json, utcnow(), response.latency_s)
+    run.store.add_attempt(attempt)
+    return response_json
+
+
+def store_answer(
+    run: ExperimentRun,
+    route: ModelRoute,
+    request: TurnRequest,
+    response: Response,
+    started_at: str,
+    *,
+    batch: bool = False,
+) -> str:
+    """A provider's answer: priced if the provider did not say, logged as an attempt (with
+    its latency in real time; a batch line has none) and put in the response cache.
+    Returns its JSON."""
+    if response.cost_usd is None and route.price is not None:
+        response.cost_usd = route.price.cost(response.usage, batch=batch)
+    response_json = canonical(response.to_json())
+    latency = None if batch else response.latency_s
+    run.store.add_attempt(
+        answered_attempt(request, response.attempts, response, response_json, started_at, latency)
+    )
+    if run.cache is not None:
+        run.cache.put(request.key, response_json)
+    return response_json
+
+
+# ------------------------------------------------------------------ the record
+
+
+@dataclass(slots=True)
+class TrialResult:
+    """What a trial's turns came to, as the record holds it."""
+
+    turns: list[dict[str, Any]] = field(default_factory=list)
+    """Each answered turn's `Response.to_json()`, in order."""
+    error: str | None = None
+    """Why the trial failed; None when every turn was answered."""
+    retries: int = 0
+
+
+def trial_cost(route: ModelRoute, turns: list[dict[str, Any]]) -> float | None:
+    """What a trial cost: the sum of its answered turns, or None (unknown) when a turn's cost
+    is unknown, the model has no price, or no turn was answered (a failed call reports no
+    usage, so nothing says what it cost: unknown, never $0). Mock answers cost 0."""
+    costs = [t["cost_usd"] for t in turns]
+    if route.provider_name == "mock":
+        return float(sum(c or 0.0 for c in costs))
+    if not costs or None in costs or route.price is None:
+        return None
+    return float(sum(costs))
+
+
+def commit_record(
+    run: ExperimentRun,
+    trial: PendingTrial,
+    params: dict[str, Any],
+    result: TrialResult,
+    started_at: str,
+    clock: float,
+) -> None:
+    """Buffer a finished trial's record; its state changes with it at the next flush.
+
+    `clock` is the `time.perf_counter()` at which the trial started."""
+    finished_at = utcnow()
+    status = "failed" if result.error else "done"
+    cost = trial_cost(run.routes[trial.model], result.turns)
+    if params.get("top_logprobs") or params.get("logprobs"):
+        missing = sum(1 for t in result.turns if t["logprobs"] is None)
+        if missing:
+            run.note_missing_logprobs(trial.model, missing)
+    record = _record(run, trial, params, result, status, cost)
+    record["started_at"], record["finished_at"] = started_at, finished_at
+    record["elapsed_s"] = round(time.perf_counter() - clock, 6)
+    run.store.add_record(
+        RecordRow(
+            trial.trial_id,
+            trial.seq,
+            status,
+            trial.model,
+            canonical(trial.grid),
+            sum(t["usage"]["total"] for t in result.turns),
+            sum(t["latency_s"] for t in result.turns),
+            cost,
+            finished_at,
+            orjson.dumps(record).decode(),
+        )
+    )
+
+
+def _record(
+    run: ExperimentRun,
+    trial: PendingTrial,
+    params: dict[str, Any],
+    result: TrialResult,
+    status: str,
+    cost: float | None,
+) -> dict[str, Any]:
+    """The record's fields in their published order; the timing fields are placeholders
+    `commit_record` fills."""
+    return {
+        "run_id": run.run_id,
+        "trial_id": trial.trial_id,
+        "item_id": trial.item_id,
+        "item": {k: v for k, v in trial.item.items() if k != run.id_field},
+        "model": trial.model,
+        "grid": trial.grid,
+        "repeat": trial.repeat,
+        "seed": trial.seed,
+        "status": status,
+        "turns": result.turns,
+        "params": params,
+        "output": None,
+        "judge": None,
+        "judge_error": None,
+        "error": result.error,
+        "started_at": None,
+        "finished_at": None,
+        "elapsed_s": None,
+        "retries": result.retries,
+        "cost_usd": cost,
+    }

@@ -1,0 +1,59 @@
+"""The run's SQLite database (WAL): the only package that writes it, and the home of all SQL.
+
+- `schema`: the numbered, transactional migrations, `connect` and `migrate`;
+- `rows`: the rows that go in and come out, as dataclasses;
+- `base`: the connection, transactions, the write buffer and the one attempts INSERT;
+- `core`: `Store`, over the run tables (meta, items, trials, attempts, records, events);
+- `batches`: batch mode's tables, a family of queries `Store` mixes in.
+
+A new family of tables (judgments, scores, annotations, sync state) is one more module
+like `batches.py`: a migration appended in `schema`, its rows in `rows`, and a mixin over
+`StoreBase` that `Store` inherits, so the run tables' code does not grow with it.
+"""
+
+from trialrun.store.batches import BATCH_OPEN
+from trialrun.store.core import LIVE_REFRESH_S, Store
+from trialrun.store.rows import (
+    AnsweredTurn,
+    Attempt,
+    BatchOutcomeRow,
+    BatchRequest,
+    OutstandingRequest,
+    PendingTrial,
+    ReadyRequest,
+    RecordRow,
+    TrialProgress,
+    TurnOutcome,
+)
+from trialrun.store.schema import (
+    DB_NAME,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    STATES,
+    connect,
+    migrate,
+    utcnow,
+)
+
+__all__ = [
+    "BATCH_OPEN",
+    "DB_NAME",
+    "LIVE_REFRESH_S",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "STATES",
+    "AnsweredTurn",
+    "Attempt",
+    "BatchOutcomeRow",
+    "BatchRequest",
+    "OutstandingRequest",
+    "PendingTrial",
+    "ReadyRequest",
+    "RecordRow",
+    "Store",
+    "TrialProgress",
+    "TurnOutcome",
+    "connect",
+    "migrate",
+    "utcnow",
+]
