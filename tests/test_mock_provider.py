@@ -14,7 +14,7 @@ import yaml
 
 from conftest import base_config, only_run, read_results
 from trialrun.errors import ProviderError
-from trialrun.providers import base
+from trialrun.providers import BatchAPI, Provider, registry
 from trialrun.providers.mock import MockProvider, answer
 from trialrun.types import Request, Response
 
@@ -60,9 +60,45 @@ def test_same_request_gives_the_same_answer_from_separate_provider_instances() -
 
 
 def test_registry_creates_the_mock_provider_by_name() -> None:
-    provider = base.create("mock", latency_s=0.0)
+    provider = registry.create("mock", latency_s=0.0)
     assert isinstance(provider, MockProvider)
-    assert "mock" in base.available()
+    assert "mock" in registry.available()
+
+
+def test_a_provider_class_without_generate_cannot_be_instantiated() -> None:
+    class Silent(Provider):
+        name = "silent"
+
+    with pytest.raises(TypeError, match="generate"):
+        Silent()  # type: ignore[abstract]
+
+
+def test_a_batch_provider_missing_a_hook_cannot_be_instantiated() -> None:
+    class HalfBatch(MockProvider):
+        cancel_batch = BatchAPI.cancel_batch  # as if the adapter never wrote it
+
+    with pytest.raises(TypeError, match="cancel_batch"):
+        HalfBatch()
+    with pytest.raises(TypeError, match="batch_limits"):
+
+        class NoLimits(MockProvider):
+            batch_limits = None  # type: ignore[assignment]
+
+
+def test_each_provider_states_its_own_facts() -> None:
+    assert registry.env_keys("google") == ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+    assert registry.sdk_packages() == {
+        "openai": "openai",
+        "anthropic": "anthropic",
+        "google-genai": "google",
+    }
+    assert [registry.takes_batches(name) for name in ("mock", "openai", "anthropic", "google")] == [
+        True,
+        True,
+        True,
+        False,
+    ]
+    assert not any(registry.is_local(name) for name in registry.BUILTIN)
 
 
 def test_different_models_give_different_answers() -> None:

@@ -21,7 +21,7 @@ import trialrun
 from conftest import CliResult, base_config, only_run, read_results
 from test_executor import attempts, items, trial_states
 from trialrun.errors import RunIncomplete
-from trialrun.providers.base import create
+from trialrun.providers import create
 from trialrun.testing import FakeServer, Faults
 from trialrun.types import Request
 

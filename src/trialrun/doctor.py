@@ -13,7 +13,8 @@ from typing import Any
 from trialrun import providers, secrets
 from trialrun.config import env_references, read_yaml, resolve_env
 from trialrun.executor.cache import cache_dir
-from trialrun.provenance import OPTIONAL_PACKAGES, PACKAGES, versions
+from trialrun.provenance import PACKAGES, versions
+from trialrun.providers import registry
 
 MIN_FREE_BYTES = 1 << 30
 PING_TIMEOUT_S = 10.0
@@ -30,8 +31,9 @@ def environment_checks(runs_dir: Path = Path("runs")) -> list[Check]:
     checks = [Check("python", sys.version_info >= (3, 11), sys.version.split()[0])]
     for name, version in versions(PACKAGES).items():
         checks.append(Check(f"package {name}", version is not None, version or "not installed"))
-    for name, version in versions(tuple(OPTIONAL_PACKAGES)).items():
-        extra = OPTIONAL_PACKAGES[name]
+    sdks = registry.sdk_packages()
+    for name, version in versions(tuple(sdks)).items():
+        extra = sdks[name]
         checks.append(
             Check(
                 f"package {name}",
@@ -73,8 +75,7 @@ def config_checks(config: Path, *, ping: bool = True) -> list[Check]:
 def _provider_checks(entry: dict[str, Any], ping: bool) -> list[Check]:
     model = str(entry.get("model", ""))
     name = model.split("/", 1)[0]
-    factory = providers.base.provider_class(name)
-    if factory is None:
+    if registry.provider_class(name) is None:
         return [
             Check(
                 f"provider {name}",
@@ -83,7 +84,7 @@ def _provider_checks(entry: dict[str, Any], ping: bool) -> list[Check]:
             )
         ]
     checks = [Check(f"provider {name}", True, "registered")]
-    env_keys: tuple[str, ...] = getattr(factory, "env_keys", ())
+    env_keys = registry.env_keys(name)
     if env_keys and not entry.get("api_key") and not entry.get("base_url"):
         present = [key for key in env_keys if os.environ.get(key)]
         checks.append(
@@ -103,7 +104,7 @@ def _ping(name: str, entry: dict[str, Any], model: str) -> Check:
     try:
         api_key = resolve_env(entry.get("api_key"), f"{model}.api_key")
         secrets.remember(api_key)
-        secrets.remember_env(getattr(providers.base.provider_class(name), "env_keys", ()))
+        secrets.remember_env(registry.env_keys(name))
         settings = {
             "api_key": api_key,
             "base_url": resolve_env(entry.get("base_url"), f"{model}.base_url"),

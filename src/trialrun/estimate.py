@@ -22,7 +22,7 @@ from trialrun.executor.limits import estimate_tokens
 from trialrun.executor.trial import ModelRoute, requested_params, sent_params, template_context
 from trialrun.plan import cell_at, expand
 from trialrun.pricing import Price, lookup
-from trialrun.providers.base import Provider
+from trialrun.providers.base import Provider, UnbuiltProvider
 from trialrun.routing import swapped
 from trialrun.store import PendingTrial
 from trialrun.types import Usage
@@ -178,8 +178,8 @@ def _trial_usage(
 
 def offline_route(prepared: Prepared, entry: ModelConfig) -> ModelRoute:
     """A route as a real run builds it, with the provider built offline (no key, no client),
-    or the base Provider (no tokenizer, sends every param) where that cannot be built."""
-    provider = prepared.models.offline.get(entry.label) or Provider()
+    or an UnbuiltProvider (no tokenizer, sends every param) where that cannot be built."""
+    provider = prepared.models.offline.get(entry.label) or UnbuiltProvider()
     unsent = prepared.models.unsent.get(entry.label, frozenset())
     return ModelRoute(
         entry, provider, entry.provider, entry.provider, None, entry.options, unsent=unsent

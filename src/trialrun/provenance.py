@@ -10,8 +10,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from trialrun.providers.registry import sdk_packages
+
 PACKAGES = ("trialrun", "pydantic", "PyYAML", "Jinja2", "rich", "click", "orjson")
-OPTIONAL_PACKAGES = {"openai": "openai", "anthropic": "anthropic", "google-genai": "google"}
+OPTIONAL_PACKAGES = sdk_packages()
+"""The built-in providers' SDK packages and their pip extras, as the provider modules say."""
 
 
 def versions(names: tuple[str, ...] = PACKAGES + tuple(OPTIONAL_PACKAGES)) -> dict[str, str | None]:

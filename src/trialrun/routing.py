@@ -26,20 +26,20 @@ from trialrun.executor.cache import cache_dir
 from trialrun.executor.trial import ModelRoute
 from trialrun.plan import cell_count
 from trialrun.pricing import Price, lookup
-
-LOCAL_PROVIDERS = frozenset({"hf"})
+from trialrun.providers import registry
+from trialrun.providers.http import DEFAULT_MAX_RESPONSE_BYTES, MB
 
 
 def swapped(provider: str, mock: bool) -> bool:
     """Whether --mock answers this provider's calls (every API provider; local models stay)."""
-    return mock and provider not in LOCAL_PROVIDERS
+    return mock and not registry.is_local(provider)
 
 
 def resolve_settings(entry: ModelConfig, where: str) -> dict[str, Any]:
     """A model's ${env:...} references resolved (at run time only; never written anywhere)."""
     api_key = resolve_env(entry.api_key, f"{where}.api_key")
     secrets.remember(api_key)
-    secrets.remember_env(getattr(providers.base.provider_class(entry.provider), "env_keys", ()))
+    secrets.remember_env(registry.env_keys(entry.provider))
     secrets.remember_env(env_references(entry.options))  # a token passed as an option
     base_url = resolve_env(entry.base_url, f"{where}.base_url")
     secrets.remember_url_password(base_url)
@@ -83,7 +83,7 @@ def check_models(
     checked = ModelCheck(warnings=_mock_limit_warnings(experiment, mock))
     for index, entry in enumerate(experiment.models):
         where = f"{source}: models[{index}]"
-        providers.base.check_known(entry.provider, f"{where}.model")
+        registry.check_known(entry.provider, f"{where}.model")
         _check_batch(experiment, entry, where)
         real = not swapped(entry.provider, mock)
         if real and need_keys:
@@ -100,8 +100,7 @@ def check_models(
 
 
 def _check_batch(experiment: Experiment, entry: ModelConfig, where: str) -> None:
-    factory = providers.base.provider_class(entry.provider)
-    if experiment.mode == "batch" and getattr(factory, "batch_limits", None) is None:
+    if experiment.mode == "batch" and not registry.takes_batches(entry.provider):
         raise ConfigError(
             f"{where} ({entry.model}): trialrun has no batch API for provider "
             f"'{entry.provider}'; use mode: realtime, or put this model in another experiment"
@@ -133,9 +132,7 @@ def _key_needs(entry: ModelConfig) -> list[KeyNeed]:
         KeyNeed(entry.model, (name,), bool(os.environ.get(name)))
         for name in sorted(env_references([entry.api_key, entry.base_url, entry.options]))
     ]
-    env_keys: tuple[str, ...] = getattr(
-        providers.base.provider_class(entry.provider), "env_keys", ()
-    )
+    env_keys = registry.env_keys(entry.provider)
     if env_keys and not entry.api_key and not entry.base_url:
         present = any(os.environ.get(name) for name in env_keys)
         needs.append(KeyNeed(entry.model, env_keys, present))
@@ -216,9 +213,7 @@ def collapse_warnings(
 
 
 def _check_key(entry: ModelConfig, settings: dict[str, Any], where: str) -> None:
-    env_keys: tuple[str, ...] = getattr(
-        providers.base.provider_class(entry.provider), "env_keys", ()
-    )
+    env_keys = registry.env_keys(entry.provider)
     if not env_keys or settings["api_key"] or settings["base_url"]:
         return  # no key needed, one given, or a self-hosted endpoint that may need none
     if not any(os.environ.get(name) for name in env_keys):
@@ -275,8 +270,8 @@ def _max_response_bytes(experiment: Experiment, name: str) -> int:
     """`limits.<name>.max_response_mb` in bytes, for the provider to cap each response body."""
     limit = experiment.limits.get(name)
     if limit is None:
-        return providers.base.DEFAULT_MAX_RESPONSE_BYTES
-    return int(limit.max_response_mb * providers.base.MB)
+        return DEFAULT_MAX_RESPONSE_BYTES
+    return int(limit.max_response_mb * MB)
 
 
 def _mock(experiment: Experiment) -> providers.Provider:

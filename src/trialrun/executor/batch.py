@@ -48,7 +48,8 @@ from trialrun.executor.trial import (
     template_context,
     trial_params,
 )
-from trialrun.providers.base import BatchOutcome, BatchStatus, Provider
+from trialrun.providers.base import Provider
+from trialrun.providers.batch import BatchOutcome, BatchStatus
 from trialrun.store import (
     BATCH_OPEN,
     AnsweredTurn,

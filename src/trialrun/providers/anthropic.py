@@ -18,18 +18,9 @@ from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from trialrun.errors import ErrorKind
-from trialrun.providers.base import (
-    BatchOutcome,
-    BatchStatus,
-    Provider,
-    classify_sdk_error,
-    connection_failures_named,
-    missing_sdk,
-    post_json,
-    provider,
-    raw_response_class,
-    sdk_http_client,
-)
+from trialrun.providers.batch import BatchAPI, BatchOutcome, BatchStatus
+from trialrun.providers.registry import provider
+from trialrun.providers.sdk import SDKProvider
 from trialrun.types import Request, Response, Usage
 
 ENDPOINT_PATH = "/v1/messages"
@@ -52,46 +43,28 @@ _FINAL_ERRORS = frozenset(
 
 
 @provider("anthropic")
-class AnthropicProvider(Provider):
+class AnthropicProvider(SDKProvider, BatchAPI):
     name: ClassVar[str] = "anthropic"
     env_keys: ClassVar[tuple[str, ...]] = ("ANTHROPIC_API_KEY",)
+    sdk: ClassVar[str] = "anthropic"
+    extra: ClassVar[str] = "anthropic"
 
-    def __init__(
-        self,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        transport: str = "aiohttp",
-        concurrency: int = 64,
-        anthropic_version: str | None = None,
-        **settings: Any,
-    ) -> None:
+    def __init__(self, anthropic_version: str | None = None, **settings: Any) -> None:
         super().__init__(**settings)
-        try:
-            import anthropic
-        except ImportError:
-            raise missing_sdk("anthropic", "anthropic") from None
-        self._anthropic = anthropic
         self.anthropic_version = anthropic_version
         # Older versions sort as strings ("2023-06-01" < "2026-10-21").
         self.sampling = anthropic_version is not None and anthropic_version <= SAMPLING_VERSION
-        self.api_key = api_key
-        self.base_url = base_url
-        self.transport = transport
-        self.concurrency = concurrency
-        self._client: Any = None
-        self._raw_response = raw_response_class(anthropic)
 
-    def max_concurrency(self) -> int:
-        return self.concurrency
+    def client_class(self) -> Any:
+        return self._sdk.AsyncAnthropic
 
-    def _make_client(self) -> Any:
-        kwargs: dict[str, Any] = {"max_retries": 0, "api_key": self.api_key}
+    def client_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {"api_key": self.api_key}
         if self.base_url:
-            kwargs["base_url"] = self.base_url
-        kwargs["http_client"] = sdk_http_client(self._anthropic, self.transport)
+            options["base_url"] = self.base_url
         if self.anthropic_version:
-            kwargs["default_headers"] = {"anthropic-version": self.anthropic_version}
-        return self._anthropic.AsyncAnthropic(**kwargs)
+            options["default_headers"] = {"anthropic-version": self.anthropic_version}
+        return options
 
     def unsent_params(self, names: Iterable[str]) -> list[str]:
         taken = _TAKEN | _SAMPLING if self.sampling else _TAKEN
@@ -105,32 +78,11 @@ class AnthropicProvider(Provider):
             f"for a model that still does, set options: {{anthropic_version: '{SAMPLING_VERSION}'}}"
         )
 
-    def _ensure_client(self) -> Any:
-        if self._client is None:
-            self._client = self._make_client()
-        return self._client
-
-    async def ping(self) -> str:
-        with connection_failures_named():
-            page = await self._ensure_client().models.list()
-        return f"{len(page.data)} models listed"
-
     async def generate(self, request: Request) -> Response:
         # The sampling params, which the typed `messages.create` no longer takes, simply go
         # in the body when the API version takes them.
         body = to_messages_params(request, sampling=self.sampling)
-        return await post_json(
-            self._ensure_client(),
-            ENDPOINT_PATH,
-            body,
-            self._raw_response,
-            _response,
-            "Messages API answer",
-            self.body_limit,
-        )
-
-    def classify_error(self, exc: BaseException) -> tuple[ErrorKind, float | None]:
-        return classify_sdk_error(self._anthropic, exc) or super().classify_error(exc)
+        return await self.post(ENDPOINT_PATH, body, _response, "Messages API answer")
 
     # -- Message Batches -------------------------------------------------------------------
 
@@ -201,11 +153,6 @@ class AnthropicProvider(Provider):
 
     async def cancel_batch(self, batch_id: str) -> None:
         await self._ensure_client().messages.batches.cancel(batch_id)
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
 
 
 def to_messages_params(request: Request, *, sampling: bool = False) -> dict[str, Any]:

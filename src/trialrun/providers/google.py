@@ -11,14 +11,9 @@ from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from trialrun.errors import ErrorKind
-from trialrun.providers.base import (
-    Provider,
-    connection_failures_named,
-    kind_of_status,
-    missing_sdk,
-    provider,
-    retry_after_s,
-)
+from trialrun.providers.base import Provider
+from trialrun.providers.http import connection_failures_named, kind_of_status, retry_after_s
+from trialrun.providers.registry import provider
 from trialrun.types import Request, Response, Usage
 
 _RENAMED = {"max_tokens": "max_output_tokens", "stop": "stop_sequences"}
@@ -50,6 +45,8 @@ _FINISH = {
 class GoogleProvider(Provider):
     name: ClassVar[str] = "google"
     env_keys: ClassVar[tuple[str, ...]] = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+    sdk: ClassVar[str | None] = "google-genai"
+    extra: ClassVar[str | None] = "google"
 
     def __init__(
         self,
@@ -63,7 +60,7 @@ class GoogleProvider(Provider):
             from google import genai
             from google.genai import errors, types
         except ImportError:
-            raise missing_sdk("google-genai", "google") from None
+            raise self.missing_sdk() from None
         self._genai, self._types, self._errors = genai, types, errors
         self.api_key = api_key
         self.base_url = base_url

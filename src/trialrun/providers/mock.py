@@ -24,7 +24,9 @@ from typing import Any
 
 from trialrun.errors import ProviderError
 from trialrun.hashing import canonical
-from trialrun.providers.base import BatchOutcome, BatchStatus, Provider, provider
+from trialrun.providers.base import Provider
+from trialrun.providers.batch import BatchAPI, BatchOutcome, BatchStatus
+from trialrun.providers.registry import provider
 from trialrun.types import Request, Response, Usage
 
 _OPENERS = {
@@ -49,7 +51,7 @@ def _unit(text: str) -> float:
 
 
 @provider("mock")
-class MockProvider(Provider):
+class MockProvider(Provider, BatchAPI):
     name = "mock"
 
     def __init__(

@@ -13,78 +13,47 @@ from typing import Any, ClassVar
 
 import orjson
 
-from trialrun.errors import ErrorKind
-from trialrun.providers.base import (
-    BatchOutcome,
-    BatchStatus,
-    Provider,
-    classify_sdk_error,
-    connection_failures_named,
-    kind_of_status,
-    missing_sdk,
-    post_json,
-    provider,
-    raw_response_class,
-    sdk_http_client,
-)
+from trialrun.config import SAMPLING_PARAMS
+from trialrun.providers.batch import BatchAPI, BatchOutcome, BatchStatus
+from trialrun.providers.http import kind_of_status
+from trialrun.providers.registry import provider
+from trialrun.providers.sdk import SDKProvider
 from trialrun.types import Request, Response, Usage
 
 ENDPOINT = "/v1/chat/completions"
 ENDPOINT_PATH = "/chat/completions"  # relative to the client's base URL (which ends in /v1)
 
-# Chat-completions params the SDK takes by name; any other sampling param (top_k, min_p,
-# repetition_penalty, ...) goes in `extra_body`, which OpenAI-compatible servers read.
-_NAMED = frozenset(
-    {
-        "temperature",
-        "top_p",
-        "max_tokens",
-        "max_completion_tokens",
-        "seed",
-        "stop",
-        "logprobs",
-        "top_logprobs",
-        "presence_penalty",
-        "frequency_penalty",
-        "n",
-        "logit_bias",
-        "user",
-        "response_format",
-        "reasoning_effort",
-        "service_tier",
-    }
-)
+# Chat-completions params the SDK takes by name: trialrun's sampling params but those that
+# OpenAI's API lacks (top_k, min_p, repetition_penalty: they go in `extra_body`, which
+# OpenAI-compatible servers read), and OpenAI's own.
+_NAMED = (SAMPLING_PARAMS - {"top_k", "min_p", "repetition_penalty"}) | {
+    "max_completion_tokens",
+    "logit_bias",
+    "user",
+    "response_format",
+    "reasoning_effort",
+    "service_tier",
+}
 
 
 @provider("openai")
-class OpenAIProvider(Provider):
+class OpenAIProvider(SDKProvider, BatchAPI):
     name: ClassVar[str] = "openai"
     env_keys: ClassVar[tuple[str, ...]] = ("OPENAI_API_KEY",)
+    sdk: ClassVar[str] = "openai"
+    extra: ClassVar[str] = "openai"
 
-    def __init__(
-        self,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        transport: str = "aiohttp",
-        concurrency: int = 64,
-        **settings: Any,
-    ) -> None:
+    def __init__(self, **settings: Any) -> None:
         super().__init__(**settings)
-        try:
-            import openai
-        except ImportError:
-            raise missing_sdk("openai", "openai") from None
-        self._openai = openai
-        self.api_key = api_key
-        self.base_url = base_url
-        self.transport = transport
-        self.concurrency = concurrency
-        self._client: Any = None
         self.model_hint = str(settings.get("model", "gpt-4o"))
-        self._raw_response = raw_response_class(openai)
 
-    def max_concurrency(self) -> int:
-        return self.concurrency
+    def client_class(self) -> Any:
+        return self._sdk.AsyncOpenAI
+
+    def client_options(self) -> dict[str, Any]:
+        # A self-hosted server often wants no key; the SDK insists on one.
+        api_key = self.api_key or (None if self.base_url is None else "EMPTY")
+        return {"api_key": api_key, "base_url": self.base_url}
 
     def count_tokens(self, text: str) -> int | None:
         if self.base_url is not None:  # another server's model: OpenAI's tables would not fit
@@ -92,38 +61,15 @@ class OpenAIProvider(Provider):
         encoder = _encoder(self.model_hint)
         return None if encoder is None else len(encoder.encode(text))
 
-    def _make_client(self) -> Any:
-        kwargs: dict[str, Any] = {"max_retries": 0, "base_url": self.base_url}
-        # A self-hosted server often wants no key; the SDK insists on one.
-        kwargs["api_key"] = self.api_key or (None if self.base_url is None else "EMPTY")
-        kwargs["http_client"] = sdk_http_client(self._openai, self.transport)
-        return self._openai.AsyncOpenAI(**kwargs)
-
-    def _ensure_client(self) -> Any:
-        if self._client is None:
-            self._client = self._make_client()
-        return self._client
-
-    async def ping(self) -> str:
-        with connection_failures_named():
-            page = await self._ensure_client().models.list()
-        return f"{len(page.data)} models listed"
-
     async def generate(self, request: Request) -> Response:
-        named, extra = _split_params(request.params, official=self.base_url is None)
-        body = {"model": request.model, "messages": request.messages, **extra, **named}
-        return await post_json(
-            self._ensure_client(),
-            ENDPOINT_PATH,
-            body,
-            self._raw_response,
-            _response_from_json,
-            "chat completion",
-            self.body_limit,
+        return await self.post(
+            ENDPOINT_PATH, self._body(request), _response_from_json, "chat completion"
         )
 
-    def classify_error(self, exc: BaseException) -> tuple[ErrorKind, float | None]:
-        return classify_sdk_error(self._openai, exc) or super().classify_error(exc)
+    def _body(self, request: Request) -> dict[str, Any]:
+        """The chat-completions body: named params as the SDK's, the rest as extra_body's."""
+        named, extra = _split_params(request.params, official=self.base_url is None)
+        return {"model": request.model, "messages": request.messages, **extra, **named}
 
     # -- Batch API -------------------------------------------------------------------------
 
@@ -132,8 +78,7 @@ class OpenAIProvider(Provider):
     batch_limits = (50_000, 200 * 1024 * 1024)
 
     def batch_entry(self, custom_id: str, request: Request) -> dict[str, Any]:
-        named, extra = _split_params(request.params, official=self.base_url is None)
-        body = {"model": request.model, "messages": request.messages, **extra, **named}
+        body = self._body(request)
         return {"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": body}
 
     def batch_group(self, request: Request) -> str:
@@ -211,11 +156,6 @@ class OpenAIProvider(Provider):
 
     async def cancel_batch(self, batch_id: str) -> None:
         await self._ensure_client().batches.cancel(batch_id)
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
 
 
 def _split_params(
