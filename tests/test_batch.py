@@ -14,7 +14,7 @@ import yaml
 
 import trialrun
 from conftest import CliResult, base_config, read_results
-from trialrun.api import _lock
+from trialrun.runs import lock_run as _lock
 from trialrun.store import Store
 
 FAST = {"poll_min_s": 0.01, "poll_max_s": 0.05}

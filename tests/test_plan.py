@@ -13,7 +13,7 @@ import yaml
 
 import trialrun
 from conftest import CliResult, base_config, only_run
-from trialrun import api
+from trialrun import loading
 from trialrun.cli import preparing
 from trialrun.testing import FakeServer
 
@@ -134,8 +134,8 @@ def test_plan_of_a_ten_million_cell_grid_counts_without_building_it(
 def test_run_of_a_huge_plan_warns_and_shows_it_being_written(
     tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(api, "HUGE_PLAN", 10)
-    monkeypatch.setattr(api, "PROGRESS_EVERY", 4)
+    monkeypatch.setattr(loading, "HUGE_PLAN", 10)
+    monkeypatch.setattr(loading, "PROGRESS_EVERY", 4)
     monkeypatch.setattr(preparing, "SHOW_PROGRESS_FROM", 10)
     result = cli("run", write(tmp_path))
     assert result.code == 0, result.err

@@ -12,8 +12,8 @@ import pytest
 
 import trialrun
 from conftest import base_config, read_results, trialrun_subprocess
-from trialrun.api import _lock, create_run
 from trialrun.errors import RunNotFoundError, StoreError
+from trialrun.runs import create_run, lock_run
 
 REFUSED_ITEM = "q0"
 
@@ -120,7 +120,7 @@ def test_resume_through_cli_finishes_a_stopped_run_and_prints_summary(write_conf
 
 def test_a_run_folder_cannot_be_run_by_two_processes_at_once(write_config, cli) -> None:
     run = create_run(trialrun.load(write_config()))
-    handle = _lock(run.path)
+    handle = lock_run(run.path)
     try:
         result = cli("resume", str(run.path))
         assert result.code == 2

@@ -1,0 +1,189 @@
+"""Loading: from a config (a YAML file or a dict) and its overrides to a `Prepared`
+experiment that passed every check, with nothing written yet.
+
+The steps, in order: read the YAML, apply KEY=VALUE overrides, validate into an
+`Experiment` (one error line naming the key, or the override that set it), check the
+models, templates and dataset, and collect the warnings worth a look before running (a
+huge plan among them). Run folders are `runs`' business.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trialrun.config import (
+    Experiment,
+    apply_overrides,
+    config_warnings,
+    expand_multirun,
+    read_yaml,
+    validate,
+)
+from trialrun.dataset import Dataset, load_dataset
+from trialrun.plan import Shard, cell_count, count_trials, expand
+from trialrun.routing import ModelCheck, check_models, collapse_warnings
+from trialrun.templates import Conversation
+from trialrun.types import Trial
+
+ConfigSource = str | Path | dict[str, Any]
+
+HUGE_PLAN = 1_000_000
+"""Above this many trials, loading warns with the count and the room the run will take."""
+TRIAL_ROW_BYTES = 150
+"""A planned trial's row in the store (measured: 300k trials, 42.7 MB)."""
+DONE_TRIAL_BYTES = 2_800
+"""A finished trial with a short answer: store rows and results.jsonl (measured: 6,000
+one-turn mock trials, 16.6 MB); long answers take more."""
+PROGRESS_EVERY = 10_000
+"""`Prepared.progress` hears about every this many trials."""
+
+Progress = Callable[[int, bool], None]
+"""Told (trials so far, finished) while a plan's trials are counted or written."""
+
+
+@dataclass
+class Prepared:
+    """A config that passed every check, ready to become a run; nothing written yet."""
+
+    experiment: Experiment
+    source: str
+    base_dir: Path
+    dataset: Dataset
+    conversation: Conversation
+    mock: bool = False
+    shard: Shard | None = None
+    limit: int | None = None
+    overrides: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """What deserves a look before running (printed as `warning: ...` by `plan` and `run`)."""
+    models: ModelCheck = field(default_factory=ModelCheck)
+    """Keys a real run needs, and each model's provider built offline (see `check_models`)."""
+    progress: Progress | None = None
+    """Set by a display to show the trials being counted or written (a plan can be huge)."""
+    _by_model: dict[str, int] | None = field(default=None, repr=False)
+
+    @property
+    def expected_trials(self) -> int:
+        """The trial count without walking the plan: exact unless sharded (then 1/N of all)."""
+        total = count_trials(self.experiment, len(self.dataset))
+        if self.shard is not None:
+            total = -(-total // self.shard.count)
+        return total if self.limit is None else min(total, self.limit)
+
+    @property
+    def trial_count(self) -> int:
+        return sum(self.trials_by_model().values())
+
+    def trials_by_model(self) -> dict[str, int]:
+        """Trials per model label: multiplied out, or with a shard or limit, counted by walking
+        the plan once (memory stays flat; `progress` hears how far it got)."""
+        if self._by_model is None:
+            labels = [m.label for m in self.experiment.models]
+            if self.shard is None and self.limit is None:
+                each = self.expected_trials // len(labels)
+                self._by_model = dict.fromkeys(labels, each)
+            else:
+                self._by_model = dict.fromkeys(labels, 0)
+                for trial in self.trials():
+                    self._by_model[trial.model] += 1
+        return dict(self._by_model)
+
+    def trials(self) -> Iterator[Trial]:
+        """The planned trials in order, made as they are read; `progress` hears how many."""
+        done = 0
+        for trial in expand(self.experiment, self.dataset.ids, self.shard, self.limit):
+            yield trial
+            done += 1
+            if self.progress is not None and done % PROGRESS_EVERY == 0:
+                self.progress(done, False)
+        if self.progress is not None:
+            self.progress(done, True)
+
+
+def load(
+    config: ConfigSource,
+    overrides: Sequence[str] = (),
+    *,
+    mock: bool = False,
+    shard: Shard | str | None = None,
+    limit: int | None = None,
+    need_keys: bool = True,
+) -> Prepared:
+    """Read and check a config, its overrides, dataset and templates; raise one clear error.
+
+    `need_keys=False` (`plan`) reads no key: the ones a real run needs are listed in
+    `Prepared.models.keys` instead, set or not."""
+    if isinstance(config, dict):
+        raw, source, base_dir = config, "config", Path.cwd()
+    else:
+        path = Path(config)
+        raw, source, base_dir = read_yaml(path), str(path), path.resolve().parent
+    experiment = validate(apply_overrides(raw, list(overrides)), source)
+    checked = check_models(experiment, mock, source, need_keys=need_keys)
+    conversation = Conversation(experiment, source)
+    conversation.check_names()
+    dataset = load_dataset(experiment.dataset, base_dir, source, conversation.check_item)
+    if isinstance(shard, str):
+        shard = Shard.parse(shard)
+    prepared = Prepared(
+        experiment, source, base_dir, dataset, conversation, mock, shard, limit, list(overrides)
+    )
+    prepared.models = checked
+    prepared.warnings = _warnings(prepared)
+    return prepared
+
+
+def _warnings(prepared: Prepared) -> list[str]:
+    experiment, checked = prepared.experiment, prepared.models
+    read = set().union(*(t.names for t in prepared.conversation.templates()))
+    warnings = [*config_warnings(experiment), *checked.warnings]
+    warnings += collapse_warnings(experiment, checked.unsent, read)
+    trials = prepared.expected_trials
+    if trials > HUGE_PLAN:
+        warnings.append(
+            f"{experiment.name}: {trials:,} trials; writing the plan takes about "
+            f"{_size(trials * TRIAL_ROW_BYTES)} before any call, and the finished run about "
+            f"{_size(trials * DONE_TRIAL_BYTES)} (more with long answers); --limit N or "
+            "--shard I/N runs a part"
+        )
+    return warnings
+
+
+def _size(size: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if size < 1000:
+            return f"{size:,.1f} {unit}".replace(".0 ", " ")
+        size /= 1000
+    return f"{size:,.1f} TB"
+
+
+def load_many(
+    configs: Sequence[ConfigSource],
+    overrides: Sequence[str] = (),
+    *,
+    multirun: bool = False,
+    **options: Any,
+) -> list[Prepared]:
+    """Several configs, or one config swept over comma-separated override values."""
+    combos = expand_multirun(list(overrides)) if multirun else [list(overrides)]
+    return [load(config, combo, **options) for config in configs for combo in combos]
+
+
+def plan_summary(prepared: Prepared) -> dict[str, Any]:
+    experiment = prepared.experiment
+    by_model = prepared.trials_by_model()
+    trials = sum(by_model.values())
+    return {
+        "name": experiment.name,
+        "items": len(prepared.dataset),
+        "models": [m.label for m in experiment.models],
+        "cells": cell_count(experiment.grid),
+        "repeats": experiment.repeats,
+        "turns": experiment.turn_count(),
+        "trials": trials,
+        "requests": trials * experiment.turn_count(),
+        "trials_per_model": by_model,
+    }
