@@ -1,4 +1,5 @@
-"""Unit tests of config.py: validation, KEY=VALUE overrides, multirun sweeps, env references."""
+"""Unit tests of the config: validation (loading.validate), KEY=VALUE overrides and multirun
+sweeps (overrides.py), YAML reading (config_yaml.py), env references (config.py)."""
 
 from __future__ import annotations
 
@@ -11,16 +12,14 @@ from conftest import base_config
 from trialrun.config import (
     RESERVED_TEMPLATE_NAMES,
     Experiment,
-    apply_overrides,
     config_warnings,
     env_references,
-    expand_multirun,
-    parse_override,
-    read_yaml,
     resolve_env,
-    validate,
 )
+from trialrun.config_yaml import read_yaml
 from trialrun.errors import ConfigError, UsageError
+from trialrun.loading import validate
+from trialrun.overrides import apply_overrides, expand_multirun, parse_override
 
 
 def config_error(raw: dict, source: str = "exp.yaml") -> str:

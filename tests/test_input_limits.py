@@ -15,7 +15,8 @@ import yaml
 
 from conftest import CliResult, base_config, only_run
 from test_bad_input import assert_nothing_written, assert_usage_error, write_text
-from trialrun.config import MAX_DEPTH, MAX_NAME_LENGTH
+from trialrun.config import MAX_NAME_LENGTH
+from trialrun.config_yaml import MAX_DEPTH
 
 TOO_MANY_DIGITS = "9" * (sys.get_int_max_str_digits() + 100)
 

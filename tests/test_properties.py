@@ -13,8 +13,10 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import base_config
-from trialrun.config import RESERVED_TEMPLATE_NAMES, Experiment, apply_overrides, validate
+from trialrun.config import RESERVED_TEMPLATE_NAMES, Experiment
 from trialrun.hashing import canonical
+from trialrun.loading import validate
+from trialrun.overrides import apply_overrides
 from trialrun.plan import Shard, cells, count_trials, expand, trial_id, trial_seed
 
 FAST = settings(max_examples=60, deadline=None)

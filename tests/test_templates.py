@@ -19,8 +19,9 @@ from jinja2 import StrictUndefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from conftest import base_config, only_run, read_results, trialrun_subprocess
-from trialrun.config import Experiment, validate
+from trialrun.config import Experiment
 from trialrun.errors import ConfigError, TrialrunError
+from trialrun.loading import validate
 from trialrun.templates import Conversation, Template
 
 ITEM = {"id": "q1", "prompt": "Is the sky blue?", "category": "easy", "n": 3}

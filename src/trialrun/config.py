@@ -1,36 +1,30 @@
-"""The experiment config: pydantic models, YAML loading, KEY=VALUE overrides, env references.
+"""The experiment config: its pydantic models, the key paths they allow, env references.
 
 Every field carries a docstring; the config reference in docs/reference.md is generated
-from them, so the docs cannot drift from the code.
+from them, so the docs cannot drift from the code. Reading YAML is in `config_yaml`,
+KEY=VALUE overrides and sweeps in `overrides`, and turning a raw dict into an
+`Experiment` with one-line errors in `loading.validate`.
 """
 
 from __future__ import annotations
 
-import copy
 import difflib
 import json
 import os
 import re
-import sys
 import types
-from pathlib import Path
-from typing import Annotated, Any, Literal, NamedTuple, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from trialrun import secrets
-from trialrun.errors import ConfigError, unstorable_text
+from trialrun.errors import ConfigError
 
 ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 MAX_NAME_LENGTH = 100
 """A run folder is named `<name>-<YYYYmmdd-HHMMSS>-<4 hex>` (`.<...>.tmp` while written):
 126 bytes at most, well under the 255 of most file systems (143 under eCryptfs)."""
-MAX_DEPTH = 100
-"""Deepest nesting of a config or a dataset row (the top mapping is level 1). Configs and
-items are shallow; the cap keeps every recursive walker (PyYAML, json, deepcopy, pydantic)
-far from Python's recursion limit."""
 RESERVED_TEMPLATE_NAMES = frozenset({"item", "grid", "turn", "turns", "model", "repeat", "seed"})
 SAMPLING_PARAMS = frozenset(
     {
@@ -338,245 +332,6 @@ def _unused_limit(name: str, used: list[str]) -> str:
     return f"limits.{name}: no model uses provider '{name}', so it limits nothing ({hint})"
 
 
-# ---------------------------------------------------------------- loading
-
-
-class RefusedYAML(yaml.MarkedYAMLError):
-    """YAML that parses but that trialrun refuses: a key given twice in one mapping (PyYAML
-    would keep the last silently), nesting deeper than MAX_DEPTH (PyYAML's composer recurses
-    and would crash), an integer longer than Python reads from text."""
-
-
-class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader (no object tags), reading `1e-5` as a float as YAML 1.2 does,
-    and raising RefusedYAML, with the line, on what would pass silently or crash."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
-
-    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
-        self._depth += 1
-        try:
-            if self._depth > MAX_DEPTH:
-                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
-                raise RefusedYAML(
-                    problem=f"nested more than {MAX_DEPTH} levels deep", problem_mark=mark
-                )
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        self._refuse_duplicate_keys(node)
-        return super().construct_mapping(node, deep)
-
-    def _refuse_duplicate_keys(self, node: yaml.MappingNode) -> None:
-        first_line: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue  # keys merged in by `<<: *base` may be overridden: that is merging
-            key = self.construct_object(key_node, deep=True)
-            try:
-                seen = first_line.get(key)
-            except TypeError:
-                continue  # an unhashable key: PyYAML's own error follows
-            if seen is not None:
-                raise RefusedYAML(
-                    problem=f"key '{key}' given twice in one mapping (first at line {seen}); "
-                    "keep one",
-                    problem_mark=key_node.start_mark,
-                )
-            first_line[key] = key_node.start_mark.line + 1
-
-    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
-        try:
-            return super().construct_yaml_int(node)
-        except ValueError:  # sys.int_info's limit on decimal digits (CVE-2020-10735)
-            digits = sum(ch.isdigit() for ch in str(node.value))
-            limit = sys.get_int_max_str_digits()
-            raise RefusedYAML(
-                problem=f"an integer of {digits:,} digits is longer than the {limit:,} Python "
-                "reads; quote it to keep it as text",
-                problem_mark=node.start_mark,
-            ) from None
-
-
-_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+][0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    """Read a config file safely (no Python object tags) into a dict."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read config file ({exc})") from None
-    try:
-        data = yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}:{_yaml_problem(exc)}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
-    _check_shape(data, f"{path}: the config")
-    return data
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    """` line 3, column 5: YAML syntax error: ...` (refused YAML is not a syntax error)."""
-    mark = getattr(exc, "problem_mark", None)
-    where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    label = "" if isinstance(exc, RefusedYAML) else "YAML syntax error: "
-    return f"{where}: {label}{problem}"
-
-
-MAX_CONFIG_VALUES = 200_000
-"""A config is small; YAML aliases can make a tiny file expand exponentially (the
-"billion laughs"), which would exhaust memory when it is validated and copied."""
-
-
-def _check_shape(data: Any, what: str) -> None:
-    """Refuse what YAML aliases (*name) make huge or deep: a tiny file can expand
-    exponentially (the "billion laughs"), or nest an anchor in an alias past MAX_DEPTH."""
-    aliases = "once its YAML aliases (*name) are followed"
-    count, stack = 0, [(data, 1)]
-    while stack:
-        value, depth = stack.pop()
-        count += 1
-        if count > MAX_CONFIG_VALUES:
-            raise ConfigError(
-                f"{what} expands to more than {MAX_CONFIG_VALUES:,} values {aliases}; "
-                "use fewer aliases or a dataset file"
-            )
-        if depth > MAX_DEPTH:
-            raise ConfigError(f"{what} nests more than {MAX_DEPTH} levels deep {aliases}")
-        if isinstance(value, dict):
-            stack.extend((part, depth + 1) for pair in value.items() for part in pair)
-        elif isinstance(value, list):
-            stack.extend((item, depth + 1) for item in value)
-
-
-def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
-    """Whether a parsed JSON or YAML value nests more than `limit` levels (scalars count)."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > limit:
-            return True
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return False
-
-
-def validate(raw: dict[str, Any], source: str) -> Experiment:
-    """Validate a raw config dict; errors become one ConfigError line naming the key."""
-    for key, what in PLANNED_KEYS.items():
-        if key in raw:
-            raise ConfigError(
-                f"{source}: key '{key}' ({what}) is planned but not in this version of "
-                "trialrun yet; remove it"
-            )
-    invalid = _unstorable_text(raw)
-    if invalid:
-        key, exc = invalid
-        raise ConfigError(f"{source}: key '{key}': {unstorable_text(exc)}")
-    try:
-        return Experiment.model_validate(raw)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        where, note = _blame(raw, error["loc"], source)
-        raise ConfigError(f"{where}: {_describe(error)}{note}") from None
-
-
-def _blame(raw: dict[str, Any], loc: tuple[Any, ...], source: str) -> tuple[str, str]:
-    """(where, note): the override that set the failing key (the last, if several did), else
-    the overrides when the config is valid without them, else the config file."""
-    if not isinstance(raw, Overridden) or not raw.setters:
-        return source, ""
-    parts = tuple(str(part) for part in loc)
-    for setter in reversed(raw.setters):
-        if parts[: len(setter.path)] == setter.path:
-            note = "; the value is not valid YAML, so it was read as text" if setter.as_text else ""
-            return _override(setter.text), note
-    try:
-        Experiment.model_validate(raw.base)
-    except ValidationError:
-        return source, ""
-    texts = ", ".join(f"'{_clip(setter.text)}'" for setter in raw.setters)
-    plural = "s" if len(raw.setters) > 1 else ""
-    return f"{source} with override{plural} {texts}", ""
-
-
-def _unstorable_text(data: Any) -> tuple[str, UnicodeEncodeError] | None:
-    """(dotted key, the error) of the first text that cannot be UTF-8: a lone surrogate,
-    from a YAML escape such as "\\ud800" or an argument that was not UTF-8."""
-    stack: list[tuple[str, Any]] = [("", data)]
-    while stack:
-        key, value = stack.pop()
-        if isinstance(value, dict):
-            stack.extend((f"{key}.{k}".lstrip("."), v) for k, v in value.items())
-            stack.extend((f"{key}.{k}".lstrip("."), k) for k in value if isinstance(k, str))
-        elif isinstance(value, list):
-            stack.extend((f"{key}[{i}]", v) for i, v in enumerate(value))
-        elif isinstance(value, str) and not value.isascii():
-            try:
-                value.encode()
-            except UnicodeEncodeError as exc:
-                return key or "(top level)", exc
-    return None
-
-
-def _describe(error: Any) -> str:
-    loc = [str(part) for part in error["loc"]]
-    key = ".".join(loc) or "(top level)"
-    if error["type"] == "extra_forbidden":
-        return f"unknown key '{_clip(key)}'{_unknown_key_hint(loc[:-1], loc[-1])}"
-    if error["type"] == "missing":
-        return f"key '{key}' is required"
-    message = str(error["msg"]).removeprefix("Value error, ")
-    if not loc:
-        return message
-    got = error.get("input")
-    # A rejected literal key (or a URL holding one) must not reach a terminal or a log.
-    secret = loc[-1] in ("api_key", "base_url")
-    hidden = secret or isinstance(got, dict | list) or got is None
-    shown = "" if hidden else f" (got {_clip(repr(got))})"
-    return f"key '{key}': {message}{shown}"
-
-
-def _unknown_key_hint(parent: list[str], part: str) -> str:
-    """` (did you mean 'x'?)`; a sampling param given on its own says where params go."""
-    known = _known_keys(parent)
-    if part in SAMPLING_PARAMS and "params" in known:
-        places = [".".join([*parent, "params", part])]
-        if "grid" in known:
-            places.append(f"grid.{part}")
-        return f" (did you mean {' or '.join(places)}?)"
-    return _did_you_mean(part, known)
-
-
-def _did_you_mean(word: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(options)})"
-
-
 # ---------------------------------------------------------------- schema walking
 
 
@@ -623,149 +378,37 @@ def _known_keys(path: list[str]) -> list[str]:
     return []
 
 
-# ---------------------------------------------------------------- overrides
-
-
-class Setter(NamedTuple):
-    """Which override set which key, in the form pydantic's error locations take."""
-
-    path: tuple[str, ...]
-    """Dotted key with list indices resolved (`models.-1` → `models.1`)."""
-    text: str
-    as_text: bool
-    """The value was not valid YAML, so it was kept as a string."""
-
-
-class Overridden(dict[str, Any]):
-    """A raw config with KEY=VALUE overrides applied that remembers its setters and the
-    config before them, so `validate` names the override, not the file, for a bad value."""
-
-    def __init__(self, base: dict[str, Any]) -> None:
-        super().__init__(copy.deepcopy(base))
-        self.base = base
-        self.setters: list[Setter] = []
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """`grid.temperature=[0,0.5]` → (['grid', 'temperature'], [0, 0.5]); values are YAML."""
-    path, value, _ = _parse_override(text)
-    return path, value
-
-
-def _parse_override(text: str) -> tuple[list[str], Any, bool]:
-    """(path, value, whether the value was kept as text since it is not valid YAML)."""
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"{_override(text)}: expected KEY=VALUE, e.g. repeats=3")
-    try:
-        parsed, as_text = (yaml.load(value, Loader=_Loader) if value.strip() else None), False
-    except RefusedYAML as exc:
-        raise ConfigError(f"{_override(text)}: {exc.problem}") from None
-    except yaml.YAMLError:
-        parsed, as_text = value, True
-    _check_shape(parsed, f"override '{_clip(key)}': the value")
-    return key.strip().split("."), parsed, as_text
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> Overridden:
-    """Apply dotted KEY=VALUE overrides to a copy of a raw config; unknown keys are an error."""
-    result = Overridden(raw)
-    for text in overrides:
-        path, value, as_text = _parse_override(text)
-        _check_path(path, text)
-        resolved = _set_path(result, path, value, text)
-        result.setters.append(Setter(tuple(resolved), text, as_text))
-    return result
-
-
-def _override(text: str) -> str:
-    return f"override '{_clip(text)}'"
-
-
-def _clip(text: str, limit: int = 80) -> str:
-    """A user's text short enough for an error line (a 4,300-digit value would flood it)."""
-    return text if len(text) <= limit else f"{text[: limit - 3]}..."
-
-
-def _check_path(path: list[str], text: str) -> None:
-    if path[0] in PLANNED_KEYS:
-        raise ConfigError(
-            f"{_override(text)}: key '{path[0]}' ({PLANNED_KEYS[path[0]]}) is planned but not "
-            "in this version of trialrun yet"
-        )
+def first_unknown_key(path: list[str]) -> int | None:
+    """The index of the first part of a dotted key path that no config can have, or None
+    when every part fits (`grid.x` fits any name; `retry.tries` stops at 1)."""
     annotation: Any = Experiment
     for depth, part in enumerate(path):
         try:
             annotation = _step(annotation, part)
         except KeyError:
-            key = _clip(".".join(path[: depth + 1]))
-            hint = _unknown_key_hint(path[:depth], part)
-            raise ConfigError(f"{_override(text)}: unknown key '{key}'{hint}") from None
+            return depth
+    return None
 
 
-def _set_path(data: dict[str, Any], path: list[str], value: Any, text: str) -> list[str]:
-    """Set the value; return the path with list indices resolved (`-1` → the last index)."""
-    node: Any = data
-    resolved: list[str] = []
-    for depth, part in enumerate(path[:-1]):
-        nxt = path[depth + 1]
-        if isinstance(node, list):
-            index = _list_index(node, part, text)
-            node = node[index]
-            resolved.append(str(index))
-            continue
-        if not isinstance(node.get(part), dict | list):
-            node[part] = [] if nxt.lstrip("-").isdigit() else {}
-        node = node[part]
-        resolved.append(part)
-    last = path[-1]
-    if isinstance(node, list):
-        index = _list_index(node, last, text)
-        node[index] = value
-        last = str(index)
-    else:
-        node[last] = value
-    return [*resolved, last]
+def unknown_key_hint(parent: list[str], part: str) -> str:
+    """` (did you mean 'x'?)`; a sampling param given on its own says where params go."""
+    known = _known_keys(parent)
+    if part in SAMPLING_PARAMS and "params" in known:
+        places = [".".join([*parent, "params", part])]
+        if "grid" in known:
+            places.append(f"grid.{part}")
+        return f" (did you mean {' or '.join(places)}?)"
+    return _did_you_mean(part, known)
 
 
-def _list_index(node: list[Any], part: str, text: str) -> int:
-    index = int(part)
-    if not -len(node) <= index < len(node):
-        raise ConfigError(f"{_override(text)}: index {index} is out of range")
-    return index % len(node)
+def _did_you_mean(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(options)})"
 
 
-def expand_multirun(overrides: list[str]) -> list[list[str]]:
-    """Hydra-style sweep: each comma-separated override value gives one experiment."""
-    choices: list[list[str]] = []
-    for text in overrides:
-        key, _, value = text.partition("=")
-        parts = _split_top_level(value)
-        choices.append([f"{key}={part}" for part in parts])
-    combos: list[list[str]] = [[]]
-    for options in choices:
-        combos = [[*combo, option] for combo in combos for option in options]
-    return combos
-
-
-def _split_top_level(value: str) -> list[str]:
-    parts, depth, current, quote = [], 0, "", ""
-    for char in value:
-        if quote:
-            quote = "" if char == quote else quote
-        elif char in "'\"" and not current.strip():
-            quote = char
-        elif char in "[{(":
-            depth += 1
-        elif char in "]})":
-            depth -= 1
-        elif char == "," and depth == 0:
-            parts.append(current)
-            current = ""
-            continue
-        current += char
-    parts.append(current)
-    return parts
+def clip(text: str, limit: int = 80) -> str:
+    """A user's text short enough for an error line (a 4,300-digit value would flood it)."""
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 # ---------------------------------------------------------------- env references

@@ -18,7 +18,8 @@ from typing import Any
 
 import orjson
 
-from trialrun.config import MAX_DEPTH, DatasetConfig, too_deep
+from trialrun.config import DatasetConfig
+from trialrun.config_yaml import MAX_DEPTH, too_deep
 from trialrun.errors import DatasetError, unstorable_text
 from trialrun.hashing import canonical_bytes
 

@@ -1,10 +1,10 @@
 """Loading: from a config (a YAML file or a dict) and its overrides to a `Prepared`
 experiment that passed every check, with nothing written yet.
 
-The steps, in order: read the YAML, apply KEY=VALUE overrides, validate into an
-`Experiment` (one error line naming the key, or the override that set it), check the
-models, templates and dataset, and collect the warnings worth a look before running (a
-huge plan among them). Run folders are `runs`' business.
+The steps, in order: read the YAML (`config_yaml`), apply KEY=VALUE overrides
+(`overrides`), `validate` into an `Experiment` (one error line naming the key, or the
+override that set it), check the models, templates and dataset, and collect the warnings
+worth a look before running (a huge plan among them). Run folders are `runs`' business.
 """
 
 from __future__ import annotations
@@ -14,15 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trialrun.config import (
-    Experiment,
-    apply_overrides,
-    config_warnings,
-    expand_multirun,
-    read_yaml,
-    validate,
-)
+from pydantic import ValidationError
+
+from trialrun.config import PLANNED_KEYS, Experiment, clip, config_warnings, unknown_key_hint
+from trialrun.config_yaml import read_yaml
 from trialrun.dataset import Dataset, load_dataset
+from trialrun.errors import ConfigError, unstorable_text
+from trialrun.overrides import Overridden, apply_overrides, expand_multirun, override_label
 from trialrun.plan import Shard, cell_count, count_trials, expand
 from trialrun.routing import ModelCheck, check_models, collapse_warnings
 from trialrun.templates import Conversation
@@ -187,3 +185,82 @@ def plan_summary(prepared: Prepared) -> dict[str, Any]:
         "requests": trials * experiment.turn_count(),
         "trials_per_model": by_model,
     }
+
+
+# ------------------------------------------------------------------ validation
+
+
+def validate(raw: dict[str, Any], source: str) -> Experiment:
+    """Validate a raw config dict; errors become one ConfigError line naming the key."""
+    for key, what in PLANNED_KEYS.items():
+        if key in raw:
+            raise ConfigError(
+                f"{source}: key '{key}' ({what}) is planned but not in this version of "
+                "trialrun yet; remove it"
+            )
+    invalid = _unstorable_text(raw)
+    if invalid:
+        key, exc = invalid
+        raise ConfigError(f"{source}: key '{key}': {unstorable_text(exc)}")
+    try:
+        return Experiment.model_validate(raw)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where, note = _blame(raw, error["loc"], source)
+        raise ConfigError(f"{where}: {_describe(error)}{note}") from None
+
+
+def _blame(raw: dict[str, Any], loc: tuple[Any, ...], source: str) -> tuple[str, str]:
+    """(where, note): the override that set the failing key (the last, if several did), else
+    the overrides when the config is valid without them, else the config file."""
+    if not isinstance(raw, Overridden) or not raw.setters:
+        return source, ""
+    parts = tuple(str(part) for part in loc)
+    for setter in reversed(raw.setters):
+        if parts[: len(setter.path)] == setter.path:
+            note = "; the value is not valid YAML, so it was read as text" if setter.as_text else ""
+            return override_label(setter.text), note
+    try:
+        Experiment.model_validate(raw.base)
+    except ValidationError:
+        return source, ""
+    texts = ", ".join(f"'{clip(setter.text)}'" for setter in raw.setters)
+    plural = "s" if len(raw.setters) > 1 else ""
+    return f"{source} with override{plural} {texts}", ""
+
+
+def _unstorable_text(data: Any) -> tuple[str, UnicodeEncodeError] | None:
+    """(dotted key, the error) of the first text that cannot be UTF-8: a lone surrogate,
+    from a YAML escape such as "\\ud800" or an argument that was not UTF-8."""
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        key, value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend((f"{key}.{k}".lstrip("."), v) for k, v in value.items())
+            stack.extend((f"{key}.{k}".lstrip("."), k) for k in value if isinstance(k, str))
+        elif isinstance(value, list):
+            stack.extend((f"{key}[{i}]", v) for i, v in enumerate(value))
+        elif isinstance(value, str) and not value.isascii():
+            try:
+                value.encode()
+            except UnicodeEncodeError as exc:
+                return key or "(top level)", exc
+    return None
+
+
+def _describe(error: Any) -> str:
+    loc = [str(part) for part in error["loc"]]
+    key = ".".join(loc) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        return f"unknown key '{clip(key)}'{unknown_key_hint(loc[:-1], loc[-1])}"
+    if error["type"] == "missing":
+        return f"key '{key}' is required"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if not loc:
+        return message
+    got = error.get("input")
+    # A rejected literal key (or a URL holding one) must not reach a terminal or a log.
+    secret = loc[-1] in ("api_key", "base_url")
+    hidden = secret or isinstance(got, dict | list) or got is None
+    shown = "" if hidden else f" (got {clip(repr(got))})"
+    return f"key '{key}': {message}{shown}"
