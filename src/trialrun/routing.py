@@ -226,6 +226,8 @@ def _check_key(entry: ModelConfig, settings: dict[str, Any], where: str) -> None
 def build_routes(
     experiment: Experiment, mock: bool, warn: Callable[[str], None]
 ) -> dict[str, ModelRoute]:
+    """Each model's route: its provider built with its resolved settings, price and unsent
+    params; under --mock, the mock in every API provider's place."""
     overrides = {key: Price(**value.model_dump()) for key, value in experiment.prices.items()}
     routes = {}
     for index, entry in enumerate(experiment.models):
@@ -235,35 +237,43 @@ def build_routes(
                 entry, provider, "mock", entry.provider, None, entry.options
             )
             continue
-        settings = resolve_settings(entry, f"models[{index}]")
-        if entry.provider == "mock":
-            provider = _mock(experiment)
-            price = None
-        else:
-            provider = providers.create(
-                entry.provider,
-                api_key=settings["api_key"],
-                base_url=settings["base_url"],
-                max_response_bytes=_max_response_bytes(experiment, entry.provider),
-                **settings["options"],
-            )
-            price = lookup(entry.model, overrides)
-            if price is None:
-                warn(
-                    f"no price known for {entry.model}: its cost stays unknown (add it under "
-                    "`prices:` in the config)"
-                )
-        routes[entry.label] = ModelRoute(
-            entry,
-            provider,
-            entry.provider,
-            entry.provider,
-            settings["base_url"],
-            settings["options"],
-            price,
-            _unsent(experiment, entry, provider, warn),
-        )
+        routes[entry.label] = _route(experiment, index, overrides, warn)
     return routes
+
+
+def _route(
+    experiment: Experiment, index: int, overrides: dict[str, Price], warn: Callable[[str], None]
+) -> ModelRoute:
+    """The route of `models[index]` as configured (a real run, or the mock asked for by name)."""
+    entry = experiment.models[index]
+    settings = resolve_settings(entry, f"models[{index}]")
+    price = None
+    if entry.provider == "mock":
+        provider = _mock(experiment)
+    else:
+        provider = providers.create(
+            entry.provider,
+            api_key=settings["api_key"],
+            base_url=settings["base_url"],
+            max_response_bytes=_max_response_bytes(experiment, entry.provider),
+            **settings["options"],
+        )
+        price = lookup(entry.model, overrides)
+        if price is None:
+            warn(
+                f"no price known for {entry.model}: its cost stays unknown (add it under "
+                "`prices:` in the config)"
+            )
+    return ModelRoute(
+        entry,
+        provider,
+        entry.provider,
+        entry.provider,
+        settings["base_url"],
+        settings["options"],
+        price,
+        _unsent(experiment, entry, provider, warn),
+    )
 
 
 def _max_response_bytes(experiment: Experiment, name: str) -> int:
