@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypedDict
 
 import click
 from rich.console import Console
@@ -18,6 +21,48 @@ runs_dir_option = click.option(
     type=click.Path(file_okay=False),
     help="Folder holding run folders.",
 )
+
+
+class LoadOptions(TypedDict):
+    """How `run` and `plan` load their configs: keywords for `api.load_many`."""
+
+    mock: bool
+    multirun: bool
+    shard: str | None
+    limit: int | None
+
+
+Command = Callable[..., None]
+
+
+def load_options(
+    *, mock: str, multirun: str, shard: str, limit: str
+) -> Callable[[Command], Command]:
+    """--mock, --multirun, --shard and --limit, each with the command's own help text,
+    handed to the command together as `load` (so `run` and `plan` declare them once)."""
+    options = [
+        click.option("--mock", is_flag=True, help=mock),
+        click.option("--multirun", is_flag=True, help=multirun),
+        click.option("--shard", metavar="I/N", help=shard),
+        click.option("--limit", type=click.IntRange(min=1), help=limit),
+    ]
+
+    def decorate(command: Command) -> Command:
+        @functools.wraps(command)
+        def gathered(**kwargs: Any) -> None:
+            load = LoadOptions(
+                mock=kwargs.pop("mock"),
+                multirun=kwargs.pop("multirun"),
+                shard=kwargs.pop("shard"),
+                limit=kwargs.pop("limit"),
+            )
+            command(load=load, **kwargs)
+
+        for option in reversed(options):
+            gathered = option(gathered)
+        return gathered
+
+    return decorate
 
 
 def stdout() -> Console:

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from trialrun import api
-from trialrun.cli.common import split_args, stdout
+from trialrun.cli.common import LoadOptions, load_options, split_args, stdout
 from trialrun.cli.preparing import print_warnings, trial_progress
 from trialrun.display import visible
 from trialrun.estimate import Estimate, ModelEstimate, Preview, estimate, preview
@@ -19,30 +19,23 @@ from trialrun.routing import KeyNeed
 
 @click.command("plan", context_settings={"ignore_unknown_options": True})
 @click.argument("args", nargs=-1, required=True, metavar="CONFIG... [KEY=VALUE ...]")
-@click.option("--mock", is_flag=True, help="Plan as `run --mock` would (mock models cost 0).")
-@click.option("--multirun", is_flag=True, help="Plan each combination of comma-separated values.")
-@click.option("--shard", metavar="I/N", help="Count only shard I of N.")
-@click.option("--limit", type=click.IntRange(min=1), help="Count only the first N trials.")
+@load_options(
+    mock="Plan as `run --mock` would (mock models cost 0).",
+    multirun="Plan each combination of comma-separated values.",
+    shard="Count only shard I of N.",
+    limit="Count only the first N trials.",
+)
 @click.option(
     "--show",
     type=click.IntRange(min=1),
     metavar="N",
     help="Print the first N requests as they would be sent (messages and params).",
 )
-def command(
-    args: tuple[str, ...],
-    mock: bool,
-    multirun: bool,
-    shard: str | None,
-    limit: int | None,
-    show: int | None,
-) -> None:
+def command(args: tuple[str, ...], load: LoadOptions, show: int | None) -> None:
     """Show what a config would run (items, cells, trials, requests), its tokens and cost;
     sends nothing and needs no API key."""
     configs, overrides = split_args(args)
-    prepared = api.load_many(
-        configs, overrides, multirun=multirun, mock=mock, shard=shard, limit=limit, need_keys=False
-    )
+    prepared = api.load_many(configs, overrides, need_keys=False, **load)
     print_warnings(prepared)
     console = stdout()
     with trial_progress(prepared, "counting"):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 
 import click
 from rich.console import Console
 
 from trialrun import api
-from trialrun.cli.common import split_args, stdout
+from trialrun.cli.common import LoadOptions, load_options, split_args, stdout
 from trialrun.cli.outcome import finish
 from trialrun.cli.preparing import print_warnings, trial_progress
 from trialrun.display import ProgressObserver, plain, print_summary
@@ -16,18 +16,12 @@ from trialrun.display import ProgressObserver, plain, print_summary
 
 @click.command("run", context_settings={"ignore_unknown_options": True})
 @click.argument("args", nargs=-1, required=True, metavar="CONFIG... [KEY=VALUE ...]")
-@click.option(
-    "--mock",
-    is_flag=True,
-    help="Swap every API model for the offline mock provider of the same name.",
+@load_options(
+    mock="Swap every API model for the offline mock provider of the same name.",
+    multirun="Sweep: one experiment per combination of comma-separated override values.",
+    shard="Run only shard I of N (0 <= I < N), a stable 1/N.",
+    limit="Run only the first N trials.",
 )
-@click.option(
-    "--multirun",
-    is_flag=True,
-    help="Sweep: one experiment per combination of comma-separated override values.",
-)
-@click.option("--shard", metavar="I/N", help="Run only shard I of N (0 <= I < N), a stable 1/N.")
-@click.option("--limit", type=click.IntRange(min=1), help="Run only the first N trials.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option(
     "--wait", is_flag=True, help="Batch mode: collect until finished instead of returning."
@@ -38,14 +32,7 @@ from trialrun.display import ProgressObserver, plain, print_summary
     help="Check and create the run folders, then finish them in a background process.",
 )
 def command(
-    args: tuple[str, ...],
-    mock: bool,
-    multirun: bool,
-    shard: str | None,
-    limit: int | None,
-    quiet: bool,
-    wait: bool,
-    detach: bool,
+    args: tuple[str, ...], load: LoadOptions, quiet: bool, wait: bool, detach: bool
 ) -> None:
     """Run experiments: each CONFIG becomes a run folder; all run in this one process.
 
@@ -62,24 +49,12 @@ def command(
       trialrun run exp.yaml --detach                # return now; the work goes on
     """
     configs, overrides = split_args(args)
-    prepared = api.load_many(
-        configs, overrides, multirun=multirun, mock=mock, shard=shard, limit=limit
-    )
+    prepared = api.load_many(configs, overrides, **load)
     told = print_warnings(prepared)
     console = stdout()
     writing = nullcontext() if quiet else trial_progress(prepared, "writing")
     if detach:
-        with writing:
-            runs = api.create_runs(prepared)
-        pid = api.detach(runs)
-        for run in runs:
-            console.print(plain(run.path, "bold"))
-        console.print(
-            plain(
-                f"detached: process {pid} finishes {'these runs' if len(runs) > 1 else 'it'} "
-                f"(log: {runs[0].path / 'detached.log'}); follow with `trialrun status RUN`"
-            )
-        )
+        _detach(prepared, writing, console)
         return
     observer = api.Observer() if quiet else _NewWarnings(told)
     with writing:
@@ -87,6 +62,24 @@ def command(
     for run in runs:
         print_summary(run, console)
     finish(runs, Console(stderr=True, soft_wrap=True))
+
+
+def _detach(
+    prepared: list[api.Prepared], writing: AbstractContextManager[object], console: Console
+) -> None:
+    """`--detach`: the run folders are created here (so errors show now), then finished by
+    a background process; print where they are and how to follow them."""
+    with writing:
+        runs = api.create_runs(prepared)
+    pid = api.detach(runs)
+    for run in runs:
+        console.print(plain(run.path, "bold"))
+    console.print(
+        plain(
+            f"detached: process {pid} finishes {'these runs' if len(runs) > 1 else 'it'} "
+            f"(log: {runs[0].path / 'detached.log'}); follow with `trialrun status RUN`"
+        )
+    )
 
 
 class _NewWarnings(ProgressObserver):
