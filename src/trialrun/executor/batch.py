@@ -8,9 +8,9 @@ run's lock):
 2. poll open batches; for each that ended, store every outcome in one transaction
    (answers fill the response cache; errors are retried in a later batch up to
    `retry.attempts`; expired or cancelled requests are resubmitted);
-3. advance: each pending trial with nothing out gets the request of its next turn,
-   built from the previous turn's request and answer (a cache hit is answered at
-   once); trials with every turn answered, or a turn failed, get their record;
+3. advance (advance.py): each pending trial with nothing out gets the request of its
+   next turn, built from the previous turn's request and answer (a cache hit is
+   answered at once); trials with every turn answered, or a turn failed, get their record;
 4. submit the ready requests, grouped per provider client and split by its limits.
 
 A trial moves to its next turn as soon as its previous answer is stored, so a late
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
@@ -32,38 +31,24 @@ import orjson
 
 from trialrun import secrets
 from trialrun.errors import ConfigError
+from trialrun.executor.advance import advance
 from trialrun.executor.trial import (
     ExperimentRun,
     ModelRoute,
-    TrialResult,
     TurnRequest,
-    build_request,
-    cached_response,
-    commit_record,
     failed_attempt,
-    followup_messages,
-    last_user,
-    log_cache_hit,
     store_answer,
-    template_context,
-    trial_params,
 )
 from trialrun.providers.base import Provider
 from trialrun.providers.batch import BatchOutcome, BatchStatus
 from trialrun.store import (
     BATCH_OPEN,
-    AnsweredTurn,
     BatchOutcomeRow,
-    BatchRequest,
     OutstandingRequest,
-    PendingTrial,
     ReadyRequest,
-    TrialProgress,
     utcnow,
 )
-from trialrun.types import Request, Response
-
-PAGE = 500
+from trialrun.types import Request
 
 
 @dataclass
@@ -110,7 +95,7 @@ async def collect_pass(run: ExperimentRun) -> CollectReport:
     report = CollectReport()
     await _reconcile(run, report)
     await _poll(run, report)
-    _advance(run, report)
+    report.cache_hits += advance(run)
     await _submit(run, report)
     run.flush()
     report.open_batches = len(run.store.batches(BATCH_OPEN))
@@ -255,105 +240,6 @@ def _outcome_row(
     suffix = f" (gave up after {attempt} attempts)" if outcome.kind == "retryable" else ""
     error = f"turn {row.turn + 1}: {message}{suffix}"
     return BatchOutcomeRow(outcome.custom_id, "failed", error=error)
-
-
-# ------------------------------------------------------------------ 3. advance trials
-
-
-def _advance(run: ExperimentRun, report: CollectReport) -> None:
-    while True:
-        hits_before = report.cache_hits
-        after = -1
-        while page := run.store.pending_without_open_request(after, PAGE):
-            after = page[-1].trial.seq
-            _advance_page(run, page, report)
-            run.maybe_flush()  # a stage's records are committed as they go, not held
-        run.flush()  # completed trials leave `pending` before the next sweep
-        if report.cache_hits == hits_before:
-            return
-
-
-def _advance_page(run: ExperimentRun, page: list[TrialProgress], report: CollectReport) -> None:
-    """Each trial of the page gets its record (every turn answered, or one failed) or the
-    request of its next turn."""
-    turn_count = run.experiment.turn_count()
-    continuing = [
-        p.trial.trial_id for p in page if 0 < p.done_turns < turn_count and not p.failed_turns
-    ]
-    last = run.store.last_done_turns(continuing)
-    requests = []
-    for progress in page:
-        if progress.failed_turns or progress.done_turns >= turn_count:
-            _complete(run, progress.trial)
-            continue
-        requests.append(_next_request(run, progress, last.get(progress.trial.trial_id), report))
-    run.store.add_batch_requests(requests)
-
-
-def _next_request(
-    run: ExperimentRun,
-    progress: TrialProgress,
-    previous: AnsweredTurn | None,
-    report: CollectReport,
-) -> BatchRequest:
-    """The request of a trial's next turn: ready to submit, already answered from the
-    cache, or failed (its template could not be rendered)."""
-    trial, turn, lane = progress.trial, progress.done_turns, progress.lane
-    custom_id = _custom_id(trial, turn)
-    try:
-        messages = _messages(run, trial, turn, previous)
-    except Exception as exc:  # a template error fails this trial alone, as in real time
-        error = f"turn {turn + 1}: {secrets.redact(str(exc))}"
-        return BatchRequest(trial.trial_id, turn, custom_id, lane, "failed", "", "{}", error=error)
-    route = run.routes[trial.model]
-    request = build_request(route, trial, turn, messages, trial_params(run, trial))
-    response = cached_response(run, request.key)
-    if response is None:
-        return BatchRequest(
-            trial.trial_id, turn, custom_id, lane, "ready", request.key, request.json
-        )
-    response_json = log_cache_hit(run, request, response)
-    report.cache_hits += 1
-    return BatchRequest(
-        trial.trial_id, turn, custom_id, lane, "done", request.key, request.json, response_json
-    )
-
-
-def _custom_id(trial: PendingTrial, turn: int) -> str:
-    return f"{trial.trial_id}_t{turn}"  # [A-Za-z0-9_-]{1,64}, as Anthropic requires
-
-
-def _messages(
-    run: ExperimentRun, trial: PendingTrial, turn: int, previous: AnsweredTurn | None
-) -> list[dict[str, str]]:
-    """A turn's messages, rebuilt from the previous turn's request and answer."""
-    context = template_context(trial)
-    if turn == 0:
-        return run.conversation.first_messages(context)
-    assert previous is not None and previous.turn == turn - 1, "turns are answered in order"
-    request = orjson.loads(previous.request)
-    answer = orjson.loads(previous.response)["response"]
-    messages: list[dict[str, str]] = [
-        *request["messages"],
-        {"role": "assistant", "content": answer},
-    ]
-    history = [
-        {"user": last_user(messages[:index]), "response": message["content"]}
-        for index, message in enumerate(messages)
-        if message["role"] == "assistant"
-    ]
-    return followup_messages(run, context, messages, turn, history)
-
-
-def _complete(run: ExperimentRun, trial: PendingTrial) -> None:
-    result = TrialResult()
-    for outcome in run.store.trial_turns(trial.trial_id):
-        result.retries += max(outcome.attempts - 1, 0)
-        if outcome.response is None:
-            result.error = outcome.error or "the batch request failed"
-            break
-        result.turns.append(Response.from_json(orjson.loads(outcome.response)).to_json())
-    commit_record(run, trial, trial_params(run, trial), result, utcnow(), time.perf_counter())
 
 
 # ------------------------------------------------------------------ 4. submit

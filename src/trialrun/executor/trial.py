@@ -22,6 +22,7 @@ attempts table work for it unchanged.
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import time
 from collections.abc import Callable
@@ -246,15 +247,16 @@ def _lookup(run: ExperimentRun, key: str) -> str | None:
     return run.cache.get(key) if run.cache is not None else None
 
 
-def answered_attempt(
+def attempt_row(
     request: TurnRequest,
     attempt: int,
-    response: Response,
-    response_json: str,
     started_at: str,
-    latency_s: float | None,
+    response: Response | None,
+    response_json: str | None = None,
+    latency_s: float | None = None,
 ) -> Attempt:
-    """The attempts row of an answer (attempt 0: an answer from the cache)."""
+    """The attempts row of an answer (attempt 0: an answer from the cache) or, with no
+    response, of a call that got none (`failed_attempt` adds its error)."""
     return Attempt(
         request.trial_id,
         request.turn,
@@ -263,10 +265,10 @@ def answered_attempt(
         request.json,
         response_json,
         latency_s=latency_s,
-        input_tokens=response.usage.input,
-        output_tokens=response.usage.output,
-        cost_usd=response.cost_usd,
-        cache_hit=response.cache_hit,
+        input_tokens=response.usage.input if response else None,
+        output_tokens=response.usage.output if response else None,
+        cost_usd=response.cost_usd if response else None,
+        cache_hit=response.cache_hit if response else False,
         started_at=started_at,
     )
 
@@ -280,25 +282,15 @@ def failed_attempt(
     latency_s: float | None = None,
 ) -> Attempt:
     """The attempts row of a call that got no answer."""
-    return Attempt(
-        request.trial_id,
-        request.turn,
-        attempt,
-        request.key,
-        request.json,
-        None,
-        error=error,
-        error_kind=error_kind,
-        latency_s=latency_s,
-        started_at=started_at,
-    )
+    row = attempt_row(request, attempt, started_at, None, latency_s=latency_s)
+    return dataclasses.replace(row, error=error, error_kind=error_kind)
 
 
 def log_cache_hit(run: ExperimentRun, request: TurnRequest, response: Response) -> str:
     """Log an answer from the cache as attempt 0; returns its JSON."""
     response_json = canonical(response.to_json())
-    attempt = answered_attempt(request, 0, response, response_json, utcnow(), response.latency_s)
-    run.store.add_attempt(attempt)
+    row = attempt_row(request, 0, utcnow(), response, response_json, response.latency_s)
+    run.store.add_attempt(row)
     return response_json
 
 
@@ -318,9 +310,8 @@ def store_answer(
         response.cost_usd = route.price.cost(response.usage, batch=batch)
     response_json = canonical(response.to_json())
     latency = None if batch else response.latency_s
-    run.store.add_attempt(
-        answered_attempt(request, response.attempts, response, response_json, started_at, latency)
-    )
+    row = attempt_row(request, response.attempts, started_at, response, response_json, latency)
+    run.store.add_attempt(row)
     if run.cache is not None:
         run.cache.put(request.key, response_json)
     return response_json
