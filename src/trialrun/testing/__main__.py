@@ -1,5 +1,5 @@
-"""`python -m trialrun.testing`: serve a fake provider API (see `fake_servers.main`)."""
+"""`python -m trialrun.testing`: serve a fake provider API (see `trialrun.testing.cli`)."""
 
-from trialrun.testing.fake_servers import main
+from trialrun.testing.cli import main
 
 main()
