@@ -71,6 +71,25 @@ def test_batch_answers_equal_real_time_answers(isolated: Path) -> None:
     assert params == {r["trial_id"]: r["params"] for r in realtime.records()}
 
 
+def test_follow_ups_see_the_same_turns_in_both_modes_with_few_shot_lines(isolated: Path) -> None:
+    # A few-shot assistant line in the first messages is not a turn: `turns` holds only
+    # the trial's own answers, in batch mode as in real time.
+    changes = {
+        "messages": [
+            {"role": "user", "content": "Example question?"},
+            {"role": "assistant", "content": "Example answer."},
+            {"role": "user", "content": "{{ item.prompt }}"},
+        ],
+        "followups": ["You gave {{ turns | length }} answer(s); first: {{ turns[0].response }}"],
+        "cache": {"enabled": False},
+    }
+    realtime = trialrun.run(base_config(**changes))
+    batch = trialrun.run(batch_config(**changes), wait=True)
+    # The mock's answer is drawn from the prompt: a follow-up rendered differently (a few-shot
+    # line counted as a turn) would answer differently.
+    assert responses(batch) == responses(realtime)
+
+
 def test_per_request_errors_are_retried_in_later_batches_up_to_the_attempts() -> None:
     run = trialrun.run(batch_config(mock={"batch_errors": 0.3}, retry={"attempts": 10}), wait=True)
     assert run.counts()["done"] == 16

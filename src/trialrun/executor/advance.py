@@ -110,10 +110,11 @@ def _messages(
         *request["messages"],
         {"role": "assistant", "content": answer},
     ]
+    first = len(run.conversation.first)  # few-shot assistant lines there are not turns
     history = [
         {"user": last_user(messages[:index]), "response": message["content"]}
         for index, message in enumerate(messages)
-        if message["role"] == "assistant"
+        if index >= first and message["role"] == "assistant"
     ]
     return followup_messages(run, context, messages, turn, history)
 
