@@ -270,12 +270,17 @@ def test_injected_timeout_hangs_until_the_caller_gives_up() -> None:
 
 def test_injected_faults_at_rate_zero_never_fire() -> None:
     provider = MockProvider(errors={"server": 0.0, "rate_limit": 0.0})
+    requests = [request(f"q{i}") for i in range(200)]
 
-    async def scenario() -> None:
-        for i in range(50):
-            await provider.generate(request(f"q{i}"))
+    async def scenario() -> list[Response | BaseException]:
+        calls = (provider.generate(r) for r in requests)
+        return list(await asyncio.gather(*calls, return_exceptions=True))
 
-    asyncio.run(scenario())
+    outcomes = asyncio.run(scenario())
+    assert [o for o in outcomes if isinstance(o, BaseException)] == []
+    assert [o.text for o in outcomes if isinstance(o, Response)] == [
+        answer(r).text for r in requests
+    ]
 
 
 def test_injected_fault_rates_are_roughly_honoured() -> None:
