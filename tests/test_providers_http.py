@@ -60,6 +60,16 @@ def sweep(server: FakeServer, n: int = 6, **changes: Any) -> dict[str, Any]:
     return config
 
 
+class Notes(trialrun.Observer):
+    """Keeps the warnings a run gives."""
+
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+
+
 def generate_requests(server: FakeServer) -> list[dict[str, Any]]:
     return [r for r in server.requests if not r["path"].endswith("/models")]
 
@@ -150,16 +160,13 @@ def test_anthropic_sampling_params_are_left_out_with_a_warning_unless_an_old_ver
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("FAKE_API_KEY", KEY)
-    warnings: list[str] = []
-
-    class Collect(trialrun.Observer):
-        def warn(self, message: str) -> None:
-            warnings.append(message)
+    notes = Notes()
+    warnings = notes.warnings
 
     with FakeServer("anthropic", api_key=KEY) as fake:
         run = trialrun.run(
             sweep(fake, n=1, params={"max_tokens": 32, "top_p": 0.9}, cache={"enabled": True}),
-            observer=Collect(),
+            observer=notes,
         )
         bodies = [r["body"] for r in generate_requests(fake)]
         assert bodies and not any("temperature" in b or "top_p" in b for b in bodies)
@@ -177,7 +184,7 @@ def test_anthropic_sampling_params_are_left_out_with_a_warning_unless_an_old_ver
         warnings.clear()
         config = sweep(fake, n=1, params={"max_tokens": 32, "top_p": 0.9}, cache={"enabled": True})
         config["models"][0]["options"] = {"anthropic_version": "2023-06-01"}
-        again = trialrun.run(config, observer=Collect())
+        again = trialrun.run(config, observer=notes)
         requests = generate_requests(fake)
         assert len(requests) == 4
         assert {r["body"]["temperature"] for r in requests} == {0.0, 0.7}
@@ -482,16 +489,13 @@ def test_logprobs_asked_for_and_never_returned_warn_once_per_model_and_are_count
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("FAKE_API_KEY", KEY)
-    warnings: list[str] = []
-
-    class Collect(trialrun.Observer):
-        def warn(self, message: str) -> None:
-            warnings.append(message)
+    notes = Notes()
+    warnings = notes.warnings
 
     with FakeServer("openai", api_key=KEY) as fake:
         config = sweep(fake, n=3)
         config["dataset"] = items(3, prompt="[[mock:nologprobs]] Is {i} odd?")
-        run = trialrun.run(config, observer=Collect())
+        run = trialrun.run(config, observer=notes)
         asked = [r for r in generate_requests(fake) if r["body"].get("top_logprobs") == 2]
     assert len(asked) == 12
     noted = [w for w in warnings if "logprobs" in w]
