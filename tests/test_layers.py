@@ -16,7 +16,7 @@ PACKAGE = ROOT / "src" / "trialrun"
 
 LAYERS: list[tuple[str, ...]] = [
     # 0: no trialrun imports but each other
-    ("errors", "types", "hashing", "secrets"),
+    ("errors", "types", "hashing", "secrets", "stats"),
     # 1: the config and what reads only it
     ("config", "config_yaml", "overrides", "pricing", "sandbox"),
     # 2: the outside world and the run's database
