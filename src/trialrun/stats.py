@@ -154,8 +154,10 @@ def mean_se(
         SE_clustered = sqrt(SE_naive^2 + (1 / n^2) * sum_c sum_i sum_{j != i}
                                           (s_ic - m) (s_jc - m))
 
-    With every cluster of size one it equals the naive SE. With one cluster there is
-    nothing between clusters to measure it by, so it is undefined (`None`).
+    With every cluster of size one it equals the naive SE. (Inspect AI's clustered
+    `stderr` differs: it scales (1/n^2) sum_c (sum_i (s_ic - m))^2 by C / (C - 1).)
+    With one cluster there is nothing between clusters to measure it by, so it is
+    undefined (`None`).
     The interval is mean +/- z * SE with z the normal quantile (1.96 for 95%).
     """
     z = _z(confidence)
@@ -280,8 +282,10 @@ def compare_paired(
     ci_method = f"paired bootstrap percentile, {resamples} resamples of units, seed {seed}"
     statistic, p, test = mcnemar(a_only, b_only)
     return PairedComparison(
-        n, len(a) - n, rate_a, rate_b, rate_a - rate_b, low, high, confidence, ci_method,
-        a_only, b_only, statistic, p, test, cohens_h(rate_a, rate_b),
+        n=n, dropped=len(a) - n, rate_a=rate_a, rate_b=rate_b, difference=rate_a - rate_b,
+        low=low, high=high, confidence=confidence, ci_method=ci_method,
+        a_only=a_only, b_only=b_only, statistic=statistic, p_value=p, test=test,
+        cohens_h=cohens_h(rate_a, rate_b),
     )  # fmt: skip
 
 
@@ -407,5 +411,6 @@ def cohens_kappa(
         method = "Cohen's kappa: undefined, chance agreement is 1 (one label throughout)"
     rows = tuple(tuple(int(c) for c in row) for row in table)
     return Agreement(
-        kappa, se, low, high, observed, n, len(a) - n, labels, rows, confidence, method
-    )
+        kappa=kappa, se=se, low=low, high=high, percent_agreement=observed, n=n,
+        dropped=len(a) - n, labels=labels, table=rows, confidence=confidence, method=method,
+    )  # fmt: skip
