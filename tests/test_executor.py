@@ -80,6 +80,8 @@ RECORD_KEYS = {
     "turns",
     "params",
     "output",
+    "scores",
+    "score_errors",
     "judge",
     "judge_error",
     "error",

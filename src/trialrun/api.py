@@ -7,6 +7,7 @@ A facade: each name lives in the module that owns its job, and is re-exported he
 - `trialrun.runs`: run folders: create, find, read (`Run`) and lock them.
 - `trialrun.running`: execute run folders to the end (`run`, `resume`, `collect`, ...),
   stopping cleanly on SIGINT/SIGTERM, and tell an `Observer` what happens.
+- `trialrun.rescoring`: score a finished run's records again (`score_run`), no model call.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from trialrun.loading import Prepared as Prepared
 from trialrun.loading import load as load
 from trialrun.loading import load_many as load_many
 from trialrun.loading import plan_summary as plan_summary
+from trialrun.rescoring import ScoreSummary as ScoreSummary
+from trialrun.rescoring import score_run as score_run
 from trialrun.running import Interrupted as Interrupted
 from trialrun.running import Observer as Observer
 from trialrun.running import aresume as aresume

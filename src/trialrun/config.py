@@ -195,6 +195,65 @@ class MockConfig(StrictModel):
     """Batch mode: probability that a request is left unprocessed when its mock batch expires."""
 
 
+SCORER_KINDS = ("regex", "equals", "includes", "choice", "number", "logprob", "function")
+
+
+class ScorerConfig(StrictModel):
+    """One deterministic scorer: exactly one of the kinds below, with its options."""
+
+    regex: str | None = None
+    """True when the response matches this Python regex anywhere (`re.search`)."""
+    flags: list[Literal["IGNORECASE", "MULTILINE", "DOTALL"]] = Field(default_factory=list)
+    """`regex`: flags of the pattern."""
+    equals: str | None = None
+    """True when the response equals this template (over `item`, `grid`, `model`, `repeat`, `seed`) once both are normalised: by default case-folded, whitespace runs collapsed to one space and stripped, then Unicode punctuation removed at both ends (the middle is kept)."""
+    includes: str | None = None
+    """True when the normalised response contains this template's normalised text (normalised as for `equals`)."""
+    case: bool = True
+    """`equals`/`includes`: `false` keeps case (no case folding)."""
+    whitespace: bool = True
+    """`equals`/`includes`: `false` keeps whitespace as it is (no collapsing, no stripping)."""
+    punctuation: bool = True
+    """`equals`/`includes`: `false` keeps punctuation at both ends."""
+    choice: list[str] | None = None
+    """Option labels (`[A, B, C, D]`); the chosen one is the last label in the response standing alone (no letter or digit on either side, as in `Answer: B` or `(B)`), compared to `target`; none found: null."""
+    number: str | None = None
+    """True when the last number in the response (an optional `-`, digits with optional thousands commas, an optional decimal part) is within `tol` (or `rel_tol`) of this template's number; none found: null."""
+    tol: float = Field(default=0.0, ge=0)
+    """`number`: absolute tolerance."""
+    rel_tol: float | None = Field(default=None, ge=0)
+    """`number`: relative tolerance, also accepted (`math.isclose`)."""
+    logprob: list[str] | None = None
+    """Option labels; the score is the probability of `target` at the first token position whose top logprobs hold any option (tokens compared stripped), a softmax over the options present there (0 when the target is not among them). Needs `params.top_logprobs`; without logprobs: null."""
+    target: str | None = None
+    """`choice`/`logprob`: the right option, a template (`{{ item.answer }}`)."""
+    function: str | None = None
+    """`package.module:fn`, called as fn(item, record) and returning a bool, a number or None (null); imported at load; raising leaves that score null with the error."""
+    turn: int | None = Field(default=None, ge=1)
+    """Score this turn (1-based) instead of the last; a trial without it: null."""
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ScorerConfig:
+        kinds = [kind for kind in SCORER_KINDS if getattr(self, kind) is not None]
+        if len(kinds) != 1:
+            given = f"got {', '.join(kinds)}" if kinds else "got none"
+            raise ValueError(f"give exactly one scorer kind of {', '.join(SCORER_KINDS)} ({given})")
+        if kinds[0] in ("choice", "logprob") and self.target is None:
+            raise ValueError(f"'{kinds[0]}' needs a 'target' (the right option, a template)")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise ValueError(f"regex {self.regex!r} does not compile: {exc}") from None
+        if self.function is not None and not re.fullmatch(r"[\w.]+:\w+", self.function):
+            raise ValueError(f"function {self.function!r}: write it as package.module:fn")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(kind for kind in SCORER_KINDS if getattr(self, kind) is not None)
+
+
 class BatchConfig(StrictModel):
     poll_min_s: float = Field(default=10.0, gt=0)
     """`collect --wait`: first wait between polls; it grows while nothing changes."""
@@ -255,6 +314,8 @@ class Experiment(StrictModel):
     """Where run folders go."""
     prices: dict[str, PriceConfig] = Field(default_factory=dict)
     """Prices by `provider/model`, overriding or extending the shipped table (USD per million tokens)."""
+    scores: dict[str, ScorerConfig] = Field(default_factory=dict)
+    """Deterministic scorers by name, run on each finished trial without a model call (`correct: {regex: "^VERDICT: yes"}`); values land in the record's `scores`, the reason for each null in `score_errors`. `trialrun score RUN` adds or recomputes them later."""
 
     @field_validator("name")
     @classmethod
@@ -265,6 +326,14 @@ class Experiment(StrictModel):
                 f"this one has {len(name)}"
             )
         return name
+
+    @field_validator("scores")
+    @classmethod
+    def _score_names(cls, scores: dict[str, ScorerConfig]) -> dict[str, ScorerConfig]:
+        for name in scores:
+            if not re.fullmatch(NAME_PATTERN, name):
+                raise ValueError(f"score name '{name}': use letters, digits, _ . - only")
+        return scores
 
     @field_validator("params")
     @classmethod

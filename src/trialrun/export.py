@@ -105,6 +105,8 @@ CSV_PATTERN_COLUMNS: dict[str, str] = {
     "params.<name>": "Each sampling param actually sent (config, model and grid params, "
     "`seed`), less those the provider cannot take.",
     "item.<field>": "Each dataset field but the id; lists and mappings as JSON.",
+    "scores.<name>": "Each score of `scores:` (`True`/`False`, a number, or empty when null).",
+    "score_errors.<name>": "Why that score is null (the trial failed, no option found, ...).",
     **{
         f"turn<N>.{name}": f"`{name}` of earlier turn N (1 to `turns` - 1)." for name in TURN_FIELDS
     },
@@ -134,7 +136,7 @@ def csv_row(record: dict[str, Any]) -> dict[str, Any]:
         "started_at": record["started_at"],
         "finished_at": record["finished_at"],
     }
-    for group in ("grid", "params", "item"):
+    for group in ("grid", "params", "item", "scores", "score_errors"):
         row.update({f"{group}.{k}": _cell(v) for k, v in (record.get(group) or {}).items()})
     for index, turn in enumerate(turns[:-1]):
         row.update(_turn_cells(turn, f"turn{index + 1}."))

@@ -23,6 +23,7 @@ from trialrun.errors import ConfigError, unstorable_text
 from trialrun.overrides import Overridden, apply_overrides, expand_multirun, override_label
 from trialrun.plan import Shard, cell_count, count_trials, expand
 from trialrun.routing import ModelCheck, check_models, collapse_warnings
+from trialrun.scoring import Scorers
 from trialrun.templates import Conversation
 from trialrun.types import Trial
 
@@ -123,7 +124,13 @@ def load(
     checked = check_models(experiment, mock, source, need_keys=need_keys)
     conversation = Conversation(experiment, source)
     conversation.check_names()
-    dataset = load_dataset(experiment.dataset, base_dir, source, conversation.check_item)
+    scorers = Scorers(experiment, source, experiment.dataset.id)
+
+    def check_item(item: dict[str, Any], where: str) -> None:
+        conversation.check_item(item, where)
+        scorers.check_item(item, where)
+
+    dataset = load_dataset(experiment.dataset, base_dir, source, check_item)
     if isinstance(shard, str):
         shard = Shard.parse(shard)
     prepared = Prepared(

@@ -35,6 +35,7 @@ from trialrun.plan import Shard
 from trialrun.routing import build_routes
 from trialrun.runs import Run, RunBusy, create_runs, lock_run, open_run
 from trialrun.sandbox import signals_stop_renders
+from trialrun.scoring import Scorers
 from trialrun.store import Store
 from trialrun.templates import Conversation
 
@@ -318,6 +319,7 @@ def _open_for_execution(
         reuse_attempts=store.has_attempts(),
         mode=mode or stored_mode,
         switched=switched,
+        scorers=Scorers(experiment, meta["source"], meta["id_field"]),
     )
     if experiment_run.mode == "batch":
         check_batch_support(experiment_run.routes, str(target.path))

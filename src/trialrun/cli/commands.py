@@ -28,9 +28,9 @@ def cli() -> None:
 
 
 def register() -> None:
-    from trialrun.cli import collect, doctor, export, ls, plan, resume, run, status
+    from trialrun.cli import collect, doctor, export, ls, plan, resume, run, score, status
 
-    for module in (run, plan, status, resume, collect, export, ls, doctor):
+    for module in (run, plan, status, resume, collect, score, export, ls, doctor):
         cli.add_command(module.command)
 
 

@@ -36,6 +36,7 @@ from trialrun.executor.cache import ResponseCache, cache_key
 from trialrun.hashing import canonical
 from trialrun.pricing import Price
 from trialrun.providers.base import Provider
+from trialrun.scoring import Scorers
 from trialrun.store import Attempt, PendingTrial, RecordRow, Store, utcnow
 from trialrun.templates import Conversation
 from trialrun.types import Response
@@ -92,6 +93,8 @@ class ExperimentRun:
     missing_logprobs: dict[str, int] = field(default_factory=dict)
     """Turns per model that asked for logprobs and got none, in this process."""
     last_flush: float = field(default_factory=time.monotonic)
+    scorers: Scorers | None = None
+    """The config's `scores:`, run on each record as it is built."""
 
     def live(self) -> dict[str, Any]:
         """What a running process is doing now, for `status` in another process."""
@@ -362,6 +365,8 @@ def commit_record(
         if missing:
             run.note_missing_logprobs(trial.model, missing)
     record = _record(run, trial, params, result, status, cost)
+    if run.scorers:
+        record["scores"], record["score_errors"] = run.scorers.score(record)
     record["started_at"], record["finished_at"] = started_at, finished_at
     record["elapsed_s"] = round(time.perf_counter() - clock, 6)
     run.store.add_record(
@@ -403,6 +408,8 @@ def _record(
         "turns": result.turns,
         "params": params,
         "output": None,
+        "scores": {},
+        "score_errors": {},
         "judge": None,
         "judge_error": None,
         "error": result.error,

@@ -234,6 +234,20 @@ class Store(BatchTables):
                 "INSERT INTO events (at, kind, detail) VALUES (?, ?, ?)", buffer.events
             )
 
+    def replace_records(self, records: Iterable[tuple[str, str]], meta: dict[str, Any]) -> int:
+        """Replace committed records' JSON, (trial id, record) pairs, and set `meta`, all in
+        one transaction (`trialrun score` rewriting scores); returns the records replaced."""
+        with self._transaction():
+            cursor = self.conn.executemany(
+                "UPDATE records SET record=? WHERE trial_id=?",
+                ((record, trial_id) for trial_id, record in records),
+            )
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                [(k, canonical(v)) for k, v in meta.items()],
+            )
+        return cursor.rowcount
+
     # ------------------------------------------------------------ reading
 
     def stored_response(self, cache_key: str) -> str | None:
