@@ -193,6 +193,12 @@ class MockConfig(StrictModel):
     """Batch mode: probability that a request in a mock batch comes back as an error."""
     batch_expire: float = Field(default=0.0, ge=0, le=1)
     """Batch mode: probability that a request is left unprocessed when its mock batch expires."""
+    answer: str | None = None
+    """The right answer, a Jinja template over what message templates see (`{{ item.answer }}`); set, mock models answer it exactly with probability `accuracy` (a mock model entry's `options: {answer, accuracy, choices}` overrides these three)."""
+    accuracy: float = Field(default=1.0, ge=0, le=1)
+    """With `answer` set: how often a mock answers right, decided per request by a hash of the request (the same on every run and machine)."""
+    choices: list[str] | None = None
+    """With `answer` set: the options of a multiple-choice item; a wrong answer is then another option. Without it a wrong answer to a number is that number plus 1, to anything else `I do not know.`"""
 
 
 SCORER_KINDS = ("regex", "equals", "includes", "choice", "number", "logprob", "function")

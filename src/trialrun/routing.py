@@ -28,6 +28,7 @@ from trialrun.plan import cell_count
 from trialrun.pricing import Price, lookup
 from trialrun.providers import registry
 from trialrun.providers.http import DEFAULT_MAX_RESPONSE_BYTES, MB
+from trialrun.templates import Template
 
 
 def swapped(provider: str, mock: bool) -> bool:
@@ -236,9 +237,22 @@ def build_routes(
             routes[entry.label] = ModelRoute(
                 entry, provider, "mock", entry.provider, None, entry.options
             )
-            continue
-        routes[entry.label] = _route(experiment, index, overrides, warn)
+        else:
+            routes[entry.label] = _route(experiment, index, overrides, warn)
+        if routes[entry.label].provider_name == "mock":
+            routes[entry.label].mock_answer = mock_answer(experiment, index)
     return routes
+
+
+def mock_answer(experiment: Experiment, index: int) -> Template | None:
+    """The right-answer template a mock model answers with (its entry's `options.answer`,
+    else `mock.answer`), or None when it answers as it always has."""
+    entry = experiment.models[index]
+    answer = entry.options.get("answer", experiment.mock.answer)
+    if answer is None:
+        return None
+    where = f"models[{index}].options.answer" if "answer" in entry.options else "mock.answer"
+    return Template(str(answer), where)
 
 
 def _route(

@@ -22,6 +22,7 @@ from trialrun.executor.trial import (
     followup_messages,
     last_user,
     log_cache_hit,
+    request_options,
     template_context,
     trial_params,
 )
@@ -74,13 +75,14 @@ def _next_request(
     cache, or failed (its template could not be rendered)."""
     trial, turn, lane = progress.trial, progress.done_turns, progress.lane
     custom_id = _custom_id(trial, turn)
+    route = run.routes[trial.model]
     try:
         messages = _messages(run, trial, turn, previous)
+        options = request_options(route, template_context(trial))
     except Exception as exc:  # a template error fails this trial alone, as in real time
         error = f"turn {turn + 1}: {secrets.redact(str(exc))}"
         return BatchRequest(trial.trial_id, turn, custom_id, lane, "failed", "", "{}", error=error)
-    route = run.routes[trial.model]
-    request = build_request(route, trial, turn, messages, trial_params(run, trial))
+    request = build_request(route, trial, turn, messages, trial_params(run, trial), options)
     response = cached_response(run, request.key)
     if response is None:
         return BatchRequest(

@@ -282,7 +282,8 @@ async def _submit(run: ExperimentRun, report: CollectReport) -> None:
 
 def _request(route: ModelRoute, request_json: str) -> Request:
     data = orjson.loads(request_json)
-    return Request(data["model"], data["messages"], data["params"], route.base_url, route.options)
+    options = {**route.options, **data.get("options", {})}  # a graded mock's `mock_expected`
+    return Request(data["model"], data["messages"], data["params"], route.base_url, options)
 
 
 def _chunks(entries: list[Ready], provider: Provider, run: ExperimentRun) -> list[list[Ready]]:

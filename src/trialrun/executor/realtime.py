@@ -30,6 +30,7 @@ from trialrun.executor.trial import (
     followup_messages,
     last_user,
     log_cache_hit,
+    request_options,
     store_answer,
     template_context,
     trial_params,
@@ -136,11 +137,12 @@ async def _run_trial(
     result = TrialResult()
     history: list[dict[str, str]] = []
     try:
+        options = request_options(route, context)
         messages = run.conversation.first_messages(context)
         for turn in range(run.experiment.turn_count()):
             if turn:
                 messages = followup_messages(run, context, messages, turn, history)
-            request = build_request(route, trial, turn, messages, params)
+            request = build_request(route, trial, turn, messages, params, options)
             outcome = await _call(run, route, request, messages, params, limiter, rng)
             result.retries += max(outcome.attempts - 1, 0)
             if outcome.response is None:
@@ -188,7 +190,7 @@ async def _call(
     if response is not None:
         log_cache_hit(run, request, response)
         return _Outcome(response, None, 0)
-    call = Request(route.config.model_id, messages, params, route.base_url, route.options)
+    call = Request(route.config.model_id, messages, params, route.base_url, request.options)
     estimate = estimate_tokens(messages, params.get("max_tokens"), route.provider.count_tokens)
     for attempt in range(1, run.experiment.retry.attempts + 1):
         started_at = utcnow()

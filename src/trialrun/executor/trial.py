@@ -38,7 +38,7 @@ from trialrun.pricing import Price
 from trialrun.providers.base import Provider
 from trialrun.scoring import Scorers
 from trialrun.store import Attempt, PendingTrial, RecordRow, Store, utcnow
-from trialrun.templates import Conversation
+from trialrun.templates import Conversation, Template
 from trialrun.types import Response
 
 FLUSH_ROWS = 2000
@@ -61,6 +61,9 @@ class ModelRoute:
     """Price of the configured model; None leaves real costs unknown (mock answers cost 0)."""
     unsent: frozenset[str] = frozenset()
     """Sampling params this provider cannot take: left out of requests and records."""
+    mock_answer: Template | None = None
+    """A mock route's right answer (`mock.answer`, or the entry's `options.answer`): rendered
+    for each trial and handed to the mock as the option `mock_expected`."""
 
 
 @dataclass
@@ -170,6 +173,17 @@ def template_context(trial: PendingTrial) -> dict[str, Any]:
     }
 
 
+def request_options(route: ModelRoute, context: dict[str, Any]) -> dict[str, Any]:
+    """The options of a trial's requests: the route's, plus for a mock with an answer
+    template the trial's rendered right answer as `mock_expected`. Like every option it
+    enters the cache key (two items with one prompt but different answers are different
+    requests to a graded mock) and the request JSON, where batch mode finds it again; for
+    any other route the options, and so the keys, are the route's as before."""
+    if route.mock_answer is None:
+        return route.options
+    return {**route.options, "mock_expected": route.mock_answer.render(context)}
+
+
 def last_user(messages: list[dict[str, str]]) -> str:
     """The last user message's text: what an answer in the history replied to."""
     return next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
@@ -200,7 +214,10 @@ class TurnRequest:
     key: str
     """The cache key (see executor/cache.py)."""
     json: str
-    """Canonical JSON of the model id, messages and params as sent."""
+    """Canonical JSON of the model id, messages and params as sent (and `options`, when
+    they differ from the route's: a graded mock's `mock_expected`)."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """The provider options of this request (see `request_options`)."""
 
 
 def build_request(
@@ -209,21 +226,26 @@ def build_request(
     turn: int,
     messages: list[dict[str, str]],
     params: dict[str, Any],
+    options: dict[str, Any] | None = None,
 ) -> TurnRequest:
-    """Key and JSON of a turn's request as `route` sends it (`params`: the sent ones)."""
+    """Key and JSON of a turn's request as `route` sends it (`params`: the sent ones;
+    `options`: `request_options`, by default the route's)."""
     model_id = route.config.model_id
+    options = route.options if options is None else options
     key = cache_key(
         route.provider_name,
         model_id,
         route.base_url,
-        route.options,
+        options,
         messages,
         params,
         trial.repeat,
         turn,
     )
-    request_json = canonical({"model": model_id, "messages": messages, "params": params})
-    return TurnRequest(trial.trial_id, turn, key, request_json)
+    body: dict[str, Any] = {"model": model_id, "messages": messages, "params": params}
+    if options is not route.options:
+        body["options"] = {k: v for k, v in options.items() if k == "mock_expected"}
+    return TurnRequest(trial.trial_id, turn, key, canonical(body), options)
 
 
 def cached_response(run: ExperimentRun, key: str) -> Response | None:

@@ -8,6 +8,13 @@ exercise the executor. Model-entry `options` may force failures for tests:
 `fail: auth` (401) or `fail: final` (400); a prompt containing `[[mock:refuse]]`
 is refused as a content-policy error, and one containing `[[mock:nologprobs]]` is
 answered without logprobs even when they are asked for (as some proxies do).
+
+A graded mock: when a request's options hold `mock_expected` (the executor renders the
+config's `mock.answer`, or a mock entry's `options.answer`, for each trial), the mock
+answers exactly that text with probability `accuracy` (the entry's `options.accuracy`,
+else `mock.accuracy`), decided by a hash of the model, messages and seed, the same on
+every run and machine; otherwise a deterministic wrong answer: another of `choices` when
+given, the number plus 1 when the expected text is a number, else "I do not know.".
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import os
 import random
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +74,13 @@ class MockProvider(Provider, BatchAPI):
         batch_errors: float = 0.0,
         batch_expire: float = 0.0,
         batch_dir: str | None = None,
+        answer: str | None = None,
+        accuracy: float = 1.0,
+        choices: list[str] | None = None,
         **settings: Any,
     ) -> None:
         super().__init__(**settings)
+        self.grading = Grading(accuracy, choices)  # `answer` is rendered by the executor
         self.batch_delay_s = batch_delay_s
         self.batch_errors = batch_errors
         self.batch_expire = batch_expire
@@ -87,7 +99,7 @@ class MockProvider(Provider, BatchAPI):
         await self._wait()
         self._forced_failure(request)
         await self._inject_fault()
-        return answer(request)
+        return answer(request, self.grading)
 
     async def _wait(self) -> None:
         delay = self.latency_s + (self._faults.uniform(0, self.jitter_s) if self.jitter_s else 0)
@@ -213,8 +225,9 @@ class MockProvider(Provider, BatchAPI):
             elif fate == "error":
                 outcomes.append(BatchOutcome(custom_id, error="mock: 500 batch request failed"))
             else:
-                request = Request(entry["model"], entry["messages"], entry["params"])
-                outcomes.append(BatchOutcome(custom_id, response=answer(request)))
+                options = entry.get("options") or {}
+                request = Request(entry["model"], entry["messages"], entry["params"], None, options)
+                outcomes.append(BatchOutcome(custom_id, response=answer(request, self.grading)))
         return outcomes
 
     async def cancel_batch(self, batch_id: str) -> None:
@@ -230,7 +243,41 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def answer(request: Request) -> Response:
+@dataclass(frozen=True)
+class Grading:
+    """A graded mock's defaults (`mock.accuracy`, `mock.choices`); a request's options
+    `accuracy` and `choices` override them."""
+
+    accuracy: float = 1.0
+    choices: list[str] | None = None
+
+
+def graded(request: Request, grading: Grading) -> str | None:
+    """A graded mock's answer: the expected text or a wrong one; None when not graded."""
+    expected = request.options.get("mock_expected")
+    if expected is None:
+        return None
+    accuracy = float(request.options.get("accuracy", grading.accuracy))
+    choices = request.options.get("choices", grading.choices)
+    roll = _unit(canonical(["graded", request.model, request.messages, request.params.get("seed")]))
+    if roll < accuracy:
+        return str(expected)
+    return wrong_answer(str(expected), choices, roll)
+
+
+def wrong_answer(expected: str, choices: list[str] | None, roll: float) -> str:
+    """Another choice (picked by `roll`), the number plus 1, or "I do not know."."""
+    others = [str(choice) for choice in choices or [] if str(choice) != expected.strip()]
+    if others:
+        return others[int(roll * 1_000_003) % len(others)]
+    try:
+        number = float(expected.replace(",", ""))
+    except ValueError:
+        return "I do not know."
+    return str(int(number) + 1) if number.is_integer() else str(number + 1)
+
+
+def answer(request: Request, grading: Grading | None = None) -> Response:
     """The deterministic answer to a request."""
     params = request.params
     temperature = float(params.get("temperature", 1.0) or 0.0)
@@ -238,12 +285,10 @@ def answer(request: Request) -> Response:
     key = canonical([request.model, request.messages, temperature, sampled])
     rng = random.Random(key)
     prompt = " ".join(m["content"] for m in request.messages if m["role"] == "user")
-    verdict = _verdict(request.model, prompt, temperature, rng)
-    words = _longest_words(prompt)
-    sentences = [rng.choice(_OPENERS[verdict])]
-    for _ in range(rng.randint(1, 3)):
-        sentences.append(rng.choice(_SENTENCES).format(w1=rng.choice(words), w2=rng.choice(words)))
-    tokens = " ".join(sentences).split(" ")
+    text = graded(request, grading or Grading())
+    if text is None:
+        text = _prose(request.model, prompt, temperature, rng)
+    tokens = text.split(" ")
     limit = int(params.get("max_tokens") or 1 << 30)
     finish = "length" if len(tokens) > limit else "stop"
     tokens = tokens[:limit]
@@ -262,6 +307,16 @@ def answer(request: Request) -> Response:
         served_model=request.model,
         cost_usd=0.0,
     )
+
+
+def _prose(model: str, prompt: str, temperature: float, rng: random.Random) -> str:
+    """An ungraded answer: a verdict (the model's leaning) and a few sentences."""
+    verdict = _verdict(model, prompt, temperature, rng)
+    words = _longest_words(prompt)
+    sentences = [rng.choice(_OPENERS[verdict])]
+    for _ in range(rng.randint(1, 3)):
+        sentences.append(rng.choice(_SENTENCES).format(w1=rng.choice(words), w2=rng.choice(words)))
+    return " ".join(sentences)
 
 
 def _longest_words(prompt: str, most: int = 6) -> list[str]:
