@@ -13,10 +13,9 @@ from trialrun.config import (
     RESERVED_TEMPLATE_NAMES,
     Experiment,
     config_warnings,
-    env_references,
-    resolve_env,
 )
 from trialrun.config_yaml import read_yaml
+from trialrun.env_refs import env_references, resolve_env
 from trialrun.errors import ConfigError, UsageError
 from trialrun.loading import validate
 from trialrun.overrides import apply_overrides, expand_multirun, parse_override

@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, ...]] = [
     # 0: no trialrun imports but each other
     ("errors", "types", "hashing", "secrets", "stats"),
     # 1: the config and what reads only it
-    ("config", "config_yaml", "overrides", "pricing", "sandbox"),
+    ("config", "config_yaml", "env_refs", "overrides", "pricing", "sandbox"),
     # 2: the outside world and the run's database
     ("providers", "store", "templates"),
     # 3: experiments into trials, and running them

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
 import re
 import types
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -18,7 +17,6 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from trialrun import secrets
-from trialrun.errors import ConfigError
 
 ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -484,33 +482,3 @@ def _did_you_mean(word: str, options: list[str]) -> str:
 def clip(text: str, limit: int = 80) -> str:
     """A user's text short enough for an error line (a 4,300-digit value would flood it)."""
     return text if len(text) <= limit else f"{text[: limit - 3]}..."
-
-
-# ---------------------------------------------------------------- env references
-
-
-def resolve_env(value: Any, where: str) -> Any:
-    """Replace `${env:NAME}` references at run time; the result is never written anywhere."""
-    if isinstance(value, dict):
-        return {k: resolve_env(v, f"{where}.{k}") for k, v in value.items()}
-    if isinstance(value, list):
-        return [resolve_env(v, f"{where}.{i}") for i, v in enumerate(value)]
-    if not isinstance(value, str):
-        return value
-
-    def lookup(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in os.environ:
-            raise ConfigError(f"{where}: environment variable {name} is not set; export it first")
-        return os.environ[name]
-
-    return ENV_REF.sub(lookup, value)
-
-
-def env_references(value: Any) -> set[str]:
-    """Names of every `${env:NAME}` inside a raw config value."""
-    if isinstance(value, dict):
-        return set().union(*(env_references(v) for v in value.values())) if value else set()
-    if isinstance(value, list):
-        return set().union(*(env_references(v) for v in value)) if value else set()
-    return set(ENV_REF.findall(value)) if isinstance(value, str) else set()

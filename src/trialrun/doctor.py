@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from trialrun import providers, secrets
-from trialrun.config import env_references, resolve_env
 from trialrun.config_yaml import read_yaml
+from trialrun.env_refs import env_references, resolve_env
 from trialrun.executor.cache import cache_dir
 from trialrun.provenance import PACKAGES, versions
 from trialrun.providers import registry

@@ -18,9 +18,8 @@ from trialrun.config import (
     SAMPLING_PARAMS,
     Experiment,
     ModelConfig,
-    env_references,
-    resolve_env,
 )
+from trialrun.env_refs import env_references, resolve_env
 from trialrun.errors import ConfigError
 from trialrun.executor.cache import cache_dir
 from trialrun.executor.trial import ModelRoute
