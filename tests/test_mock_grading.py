@@ -108,3 +108,24 @@ def test_batch_mode_grades_too_and_one_prompt_with_two_answers_is_two_requests(
     records = read_results(only_run(tmp_path / "runs"))
     assert [r["turns"][-1]["response"] for r in records] == ["11", "22"]
     assert [r["scores"] for r in records] == [{"correct": True}] * 2
+
+
+def test_a_graded_mocks_bad_answer_template_or_options_stop_at_load(
+    write_config: Callable[..., Path], cli: Cli, tmp_path: Path
+) -> None:
+    cases = [
+        ({"mock": {"answer": "{{ item.answer }}"}}, "mock.answer: uses item.answer"),
+        (
+            {"models": [{"model": "mock/a", "options": {"answer": "x", "accuracy": 1.5}}]},
+            "models[0].options.accuracy: expected a number from 0 to 1",
+        ),
+        (
+            {"models": [{"model": "mock/a", "options": {"answer": "x", "choices": "ABCD"}}]},
+            "models[0].options.choices: expected a list of two or more texts",
+        ),
+    ]
+    for changes, expected in cases:
+        result = cli("run", str(write_config(**changes)))
+        assert result.code == 2, result.err
+        assert expected in result.err and len(result.err.strip().splitlines()) == 1
+        assert not (tmp_path / "runs").exists()

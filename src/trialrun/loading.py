@@ -22,7 +22,7 @@ from trialrun.dataset import Dataset, load_dataset
 from trialrun.errors import ConfigError, unstorable_text
 from trialrun.overrides import Overridden, apply_overrides, expand_multirun, override_label
 from trialrun.plan import Shard, cell_count, count_trials, expand
-from trialrun.routing import ModelCheck, check_models, collapse_warnings
+from trialrun.routing import ModelCheck, check_models, collapse_warnings, graded_mock_answers
 from trialrun.scoring import Scorers
 from trialrun.templates import Conversation
 from trialrun.types import Trial
@@ -125,10 +125,13 @@ def load(
     conversation = Conversation(experiment, source)
     conversation.check_names()
     scorers = Scorers(experiment, source, experiment.dataset.id)
+    answers = graded_mock_answers(experiment, mock, source)
 
     def check_item(item: dict[str, Any], where: str) -> None:
         conversation.check_item(item, where)
         scorers.check_item(item, where)
+        for template in answers:
+            template.check_fields(item, where)
 
     dataset = load_dataset(experiment.dataset, base_dir, source, check_item)
     if isinstance(shard, str):

@@ -243,15 +243,43 @@ def build_routes(
     return routes
 
 
-def mock_answer(experiment: Experiment, index: int) -> Template | None:
+def mock_answer(experiment: Experiment, index: int, source: str = "") -> Template | None:
     """The right-answer template a mock model answers with (its entry's `options.answer`,
-    else `mock.answer`), or None when it answers as it always has."""
+    else `mock.answer`), or None when it answers as it always has. `source` prefixes the
+    template's name in errors (the config file)."""
     entry = experiment.models[index]
     answer = entry.options.get("answer", experiment.mock.answer)
     if answer is None:
         return None
     where = f"models[{index}].options.answer" if "answer" in entry.options else "mock.answer"
-    return Template(str(answer), where)
+    return Template(str(answer), f"{source}: {where}" if source else where)
+
+
+def graded_mock_answers(experiment: Experiment, mock: bool, source: str) -> list[Template]:
+    """The right-answer templates of the models a mock answers, checked at load: a mock
+    model entry's `options.accuracy` must be a number from 0 to 1 and its `choices` a list
+    of two or more texts (`mock.accuracy`/`mock.choices` are checked by the config)."""
+    templates = []
+    for index, entry in enumerate(experiment.models):
+        if entry.provider != "mock" and not swapped(entry.provider, mock):
+            continue
+        where = f"{source}: models[{index}].options"
+        accuracy = entry.options.get("accuracy", 1.0)
+        if isinstance(accuracy, bool) or not isinstance(accuracy, int | float):
+            raise ConfigError(f"{where}.accuracy: expected a number from 0 to 1")
+        if not 0 <= accuracy <= 1:
+            raise ConfigError(f"{where}.accuracy: expected a number from 0 to 1 (got {accuracy})")
+        choices = entry.options.get("choices")
+        if choices is not None and not (
+            isinstance(choices, list)
+            and len(choices) >= 2
+            and all(isinstance(c, str) for c in choices)
+        ):
+            raise ConfigError(f"{where}.choices: expected a list of two or more texts")
+        template = mock_answer(experiment, index, source)
+        if template is not None:
+            templates.append(template)
+    return templates
 
 
 def _route(

@@ -66,12 +66,7 @@ class Scorer:
     def check_item(self, item: dict[str, Any], where: str) -> None:
         """Each template reads only fields `item` has (checked on the first item at load)."""
         for template in self.templates.values():
-            missing = template.item_fields - item.keys()
-            if missing:
-                raise ConfigError(
-                    f"{template.where}: uses item.{sorted(missing)[0]} but the item at {where} "
-                    f"has no such field (fields: {', '.join(sorted(item))})"
-                )
+            template.check_fields(item, where)
 
     def score(self, record: dict[str, Any], context: dict[str, Any]) -> Value:
         """The score of a finished record; raises `Undecided` with the reason for a null."""

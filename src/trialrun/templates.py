@@ -73,6 +73,16 @@ class Template:
         plain = _PLAIN_FIELD.fullmatch(source)
         self._plain_field = plain.group(1) if plain else None
 
+    def check_fields(self, item: dict[str, Any], where: str) -> None:
+        """One ConfigError line if `item` (at `where`) lacks a field this template reads
+        without a default."""
+        missing = self.item_fields - item.keys()
+        if missing:
+            raise ConfigError(
+                f"{self.where}: uses item.{sorted(missing)[0]} but the item at {where} "
+                f"has no such field (fields: {', '.join(sorted(item))})"
+            )
+
     def render(self, context: dict[str, Any]) -> str:
         if self.static:
             return self.source
@@ -257,13 +267,7 @@ class Conversation:
         """The item has every field the templates read without a default (`where` names it);
         the first item checked also renders every template once (`_dry_render`)."""
         for template in self._reads_fields:
-            missing = template.item_fields - item.keys()
-            if missing:
-                fields = ", ".join(sorted(item))
-                raise ConfigError(
-                    f"{template.where}: uses item.{sorted(missing)[0]} but the item at {where} "
-                    f"has no such field (fields: {fields})"
-                )
+            template.check_fields(item, where)
         if not self._probed:
             self._probed = True
             self._dry_render(item, where)
