@@ -124,7 +124,9 @@ def _present(
 
 
 def _clustered_variance(values: np.ndarray, items: list[Hashable]) -> float:
-    """Miller (2024) eq. for the clustered variance of the mean (see `mean_se`)."""
+    """Miller (2024) eq. for the clustered variance of the mean (see `mean_se`). Inspect
+    AI's clustered `stderr` differs: it scales (1/n^2) sum_c (sum_i (s_ic - m))^2 by
+    C / (C - 1), so its numbers will not match these exactly."""
     n = len(values)
     deviations = values - values.mean()
     index: dict[Hashable, int] = {}
@@ -154,11 +156,9 @@ def mean_se(
         SE_clustered = sqrt(SE_naive^2 + (1 / n^2) * sum_c sum_i sum_{j != i}
                                           (s_ic - m) (s_jc - m))
 
-    With every cluster of size one it equals the naive SE. (Inspect AI's clustered
-    `stderr` differs: it scales (1/n^2) sum_c (sum_i (s_ic - m))^2 by C / (C - 1).)
-    With one cluster there is nothing between clusters to measure it by, so it is
-    undefined (`None`).
-    The interval is mean +/- z * SE with z the normal quantile (1.96 for 95%).
+    With clusters of size one it equals the naive SE; with one cluster it is undefined
+    (`None`). Inspect AI's clustered `stderr` differs (see `_clustered_variance`). The
+    interval is mean +/- z * SE, z the normal quantile (1.96 for 95%).
     """
     z = _z(confidence)
     values, kept_items = _present(scores, items)
