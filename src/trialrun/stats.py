@@ -143,9 +143,8 @@ def mean_se(
     items: Sequence[Hashable] | None = None,
     confidence: float = 0.95,
 ) -> MeanEstimate:
-    """The mean score with its standard error: naive, or clustered by item.
-
-    Missing scores (None or NaN) are left out and counted in `missing`.
+    """The mean score with its standard error: naive, or clustered by item. Missing
+    scores (None or NaN) are left out and counted in `missing`.
 
     Naive: SE = sqrt(sum((s_i - m)^2) / (n - 1) / n), the CLT standard error.
 
