@@ -19,6 +19,14 @@ class Request:
     base_url: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     """Provider-specific settings from the model's config entry (never sent as params)."""
+    response_schema: dict[str, Any] | None = None
+    """A JSON Schema object the answer must match (type object, properties, required,
+    additionalProperties false; string enums, booleans, strings, integers and numbers with
+    minimum/maximum), sent through each provider's own structured-output mechanism; None
+    (the default) sends none. The building block of LLM judges (issue 12): nothing in the
+    executor sets it yet, and it is not yet part of the cache key."""
+    schema_name: str = "verdict"
+    """The schema's name where a provider wants one (OpenAI's json_schema, Anthropic's tool)."""
 
 
 @dataclass(slots=True)
@@ -48,9 +56,13 @@ class Response:
     latency_s: float = 0.0
     attempts: int = 1
     cache_hit: bool = False
+    refusal: str | None = None
+    """The model's refusal to answer a structured request (OpenAI's `message.refusal`,
+    Anthropic's `refusal` stop); the text is then empty. In `to_json` only when set, so
+    records and cache entries without one are unchanged."""
 
     def to_json(self) -> JSON:
-        return {
+        data: JSON = {
             "response": self.text,
             "usage": self.usage.to_json(),
             "logprobs": self.logprobs,
@@ -62,6 +74,9 @@ class Response:
             "request_id": self.request_id,
             "served_model": self.served_model,
         }
+        if self.refusal is not None:
+            data["refusal"] = self.refusal
+        return data
 
     @classmethod
     def from_json(cls, data: JSON) -> Response:
@@ -77,6 +92,7 @@ class Response:
             latency_s=float(data.get("latency_s", 0.0)),
             attempts=int(data.get("attempts", 1)),
             cache_hit=bool(data.get("cache_hit", False)),
+            refusal=data.get("refusal"),
         )
 
 

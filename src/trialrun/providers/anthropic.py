@@ -10,14 +10,23 @@ all: `temperature`, `top_p` and `top_k` (even `temperature: 1.0`) get a 400, and
 dropped them from its signatures. So they are left out too, unless the model entry asks
 for an older API version (`options: {anthropic_version: "2023-06-01"}`) for models and
 servers that still take them; then they go in the request body as before.
+
+A request with a `response_schema` (a judge's, issue 12; nothing in the executor sets it
+yet) forces a tool whose input schema is the verdict: `tools: [{name, description,
+input_schema}]` and `tool_choice: {type: tool, name}`, in batch entries too. The answer's
+text is the canonical JSON of the first `tool_use` block's input and its `tool_use` stop
+reads as "stop"; without one the text is empty and the finish reason tells why (a
+`refusal` stop also fills `Response.refusal`).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from trialrun.errors import ErrorKind
+from trialrun.hashing import canonical
 from trialrun.providers.batch import BatchAPI, BatchOutcome, BatchStatus
 from trialrun.providers.registry import provider
 from trialrun.providers.sdk import SDKProvider
@@ -82,7 +91,9 @@ class AnthropicProvider(SDKProvider, BatchAPI):
         # The sampling params, which the typed `messages.create` no longer takes, simply go
         # in the body when the API version takes them.
         body = to_messages_params(request, sampling=self.sampling)
-        return await self.post(ENDPOINT_PATH, body, _response, "Messages API answer")
+        structured = request.response_schema is not None
+        parse = functools.partial(_response, structured=structured)
+        return await self.post(ENDPOINT_PATH, body, parse, "Messages API answer")
 
     # -- Message Batches -------------------------------------------------------------------
 
@@ -169,18 +180,39 @@ def to_messages_params(request: Request, *, sampling: bool = False) -> dict[str,
     body["messages"] = [m for m in request.messages if m["role"] != "system"]
     if system:
         body["system"] = system
+    if request.response_schema is not None:
+        body.update(forced_tool(request.schema_name, request.response_schema))
     return body
 
 
-def _response(message: dict[str, Any]) -> Response:
-    """A Message's JSON (as the API sends it) as a neutral response."""
-    text = "".join(block["text"] for block in message["content"] if block.get("type") == "text")
-    usage = message.get("usage") or {}
+def forced_tool(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """The Messages API's structured output: one tool taking `schema`, and its use forced."""
+    tool = {"name": name, "description": "Record the verdict.", "input_schema": schema}
+    return {"tools": [tool], "tool_choice": {"type": "tool", "name": name}}
+
+
+def _response(message: dict[str, Any], structured: bool | None = None) -> Response:
+    """A Message's JSON (as the API sends it) as a neutral response.
+
+    `structured`: the request forced a tool, so the text is its input's canonical JSON;
+    None (batch results, whose requests are not at hand) decides by a `tool_use` block."""
+    blocks = message["content"]
+    text = "".join(block["text"] for block in blocks if block.get("type") == "text")
+    tool_uses = [block for block in blocks if block.get("type") == "tool_use"]
+    if structured is None:
+        structured = bool(tool_uses)
     stop = message.get("stop_reason")
+    refusal = None
+    if structured:
+        refusal = (text or "refused") if stop == "refusal" else None
+        text = canonical(tool_uses[0]["input"]) if tool_uses else ""
+        stop = "end_turn" if stop == "tool_use" else stop  # the forced tool is the answer
+    usage = message.get("usage") or {}
     return Response(
         text=text,
         usage=Usage(int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)),
         finish_reason=_FINISH.get(stop, stop) if stop else None,
         request_id=message.get("id"),
         served_model=message.get("model"),
+        refusal=refusal,
     )

@@ -3,6 +3,11 @@
 The SDK's own retries are off (one attempt); system messages become `system_instruction`,
 assistant turns become `model` turns, `max_tokens` becomes `max_output_tokens`, and
 `top_logprobs: k` asks for `response_logprobs` with k candidates.
+
+A request with a `response_schema` (a judge's, issue 12; nothing in the executor sets it
+yet) asks for JSON (`response_mime_type: application/json`) matching `response_schema`,
+the schema converted to Gemini's OpenAPI subset by `gemini_schema`; the answer's text is
+the candidate's text.
 """
 
 from __future__ import annotations
@@ -144,7 +149,27 @@ def to_gemini(request: Request) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         config["logprobs"] = int(request.params.get("top_logprobs") or 1)
     if system:
         config["system_instruction"] = system
+    if request.response_schema is not None:
+        config["response_mime_type"] = "application/json"
+        config["response_schema"] = gemini_schema(request.response_schema)
     return contents, config
+
+
+_SCHEMA_KEYS = ("description", "enum", "minimum", "maximum", "required")
+
+
+def gemini_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A JSON Schema in Gemini's OpenAPI subset: upper-case types ("OBJECT", "STRING", ...),
+    `properties`, `items`, `enum`, `required`, bounds; `additionalProperties` and the rest
+    left out (Gemini never adds properties a schema lacks)."""
+    kind = schema.get("type", "object" if "properties" in schema else "string")
+    out: dict[str, Any] = {"type": str(kind).upper()}
+    out.update({key: schema[key] for key in _SCHEMA_KEYS if key in schema})
+    if "properties" in schema:
+        out["properties"] = {name: gemini_schema(sub) for name, sub in schema["properties"].items()}
+    if "items" in schema:
+        out["items"] = gemini_schema(schema["items"])
+    return out
 
 
 def _response(result: Any) -> Response:

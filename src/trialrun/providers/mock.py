@@ -15,6 +15,10 @@ answers exactly that text with probability `accuracy` (the entry's `options.accu
 else `mock.accuracy`), decided by a hash of the model, messages and seed, the same on
 every run and machine; otherwise a deterministic wrong answer: another of `choices` when
 given, the number plus 1 when the expected text is a number, else "I do not know.".
+
+A request with a `response_schema` (a judge's, issue 12) is answered by
+`mock_structured.structured_answer`: a schema-valid verdict as canonical JSON, with
+`[[mock:verdict-...]]` markers for invalid, non-JSON, refused and cut-off verdicts.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from trialrun.errors import ProviderError
 from trialrun.hashing import canonical
 from trialrun.providers.base import Provider
 from trialrun.providers.batch import BatchAPI, BatchOutcome, BatchStatus
+from trialrun.providers.mock_structured import structured_answer
 from trialrun.providers.registry import provider
 from trialrun.types import Request, Response, Usage
 
@@ -144,13 +149,17 @@ class MockProvider(Provider, BatchAPI):
     batch_limits = (100_000, 256 * 1024 * 1024)  # the mock takes what Anthropic's API does
 
     def batch_entry(self, custom_id: str, request: Request) -> dict[str, Any]:
-        return {
+        entry: dict[str, Any] = {
             "custom_id": custom_id,
             "model": request.model,
             "messages": request.messages,
             "params": request.params,
             "options": request.options,
         }
+        if request.response_schema is not None:  # only then: other entries stay as they were
+            entry["response_schema"] = request.response_schema
+            entry["schema_name"] = request.schema_name
+        return entry
 
     def _batch_path(self, batch_id: str) -> Path:
         if self.batch_dir is None:
@@ -225,10 +234,20 @@ class MockProvider(Provider, BatchAPI):
             elif fate == "error":
                 outcomes.append(BatchOutcome(custom_id, error="mock: 500 batch request failed"))
             else:
-                options = entry.get("options") or {}
-                request = Request(entry["model"], entry["messages"], entry["params"], None, options)
-                outcomes.append(BatchOutcome(custom_id, response=answer(request, self.grading)))
+                outcomes.append(BatchOutcome(custom_id, response=self._batch_answer(entry)))
         return outcomes
+
+    def _batch_answer(self, entry: dict[str, Any]) -> Response:
+        request = Request(
+            entry["model"],
+            entry["messages"],
+            entry["params"],
+            None,
+            entry.get("options") or {},
+            entry.get("response_schema"),
+            entry.get("schema_name", "verdict"),
+        )
+        return answer(request, self.grading)
 
     async def cancel_batch(self, batch_id: str) -> None:
         batch = self._read_batch(batch_id)
@@ -279,6 +298,8 @@ def wrong_answer(expected: str, choices: list[str] | None, roll: float) -> str:
 
 def answer(request: Request, grading: Grading | None = None) -> Response:
     """The deterministic answer to a request."""
+    if request.response_schema is not None:
+        return structured_answer(request)
     params = request.params
     temperature = float(params.get("temperature", 1.0) or 0.0)
     sampled = params.get("seed") if temperature > 0 else None

@@ -1,7 +1,11 @@
-"""Anthropic's wire format: the Messages API, errors, models, and Message Batches."""
+"""Anthropic's wire format: the Messages API, errors, models, and Message Batches. A forced
+tool (`tool_choice: {type: tool, name}`) is honoured: the mock's verdict for its input
+schema comes back as a `tool_use` block (a refusal as a `refusal` stop, a verdict that is
+not a JSON object as text)."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import Any
 
@@ -28,20 +32,48 @@ def parse(body: dict[str, Any], http: web.Request | None = None) -> Request:
     params: dict[str, Any] = {
         key: body[key] for key in ("temperature", "max_tokens") if key in body
     }
-    return Request(model=str(body["model"]), messages=messages, params=params)
+    request = Request(model=str(body["model"]), messages=messages, params=params)
+    choice = body.get("tool_choice") or {}
+    if choice.get("type") == "tool":
+        tools = {tool.get("name"): tool for tool in body.get("tools", [])}
+        request.response_schema = tools[choice["name"]]["input_schema"]
+        request.schema_name = str(choice["name"])
+    return request
 
 
 def render(request: Request, response: Response) -> dict[str, Any]:
+    content: list[dict[str, Any]] = [{"type": "text", "text": response.text}]
+    stop = "max_tokens" if response.finish_reason == "length" else "end_turn"
+    if request.response_schema is not None:
+        content, stop = _forced_tool_answer(request, response, stop)
     return {
         "id": f"msg_{response.request_id}",
         "type": "message",
         "role": "assistant",
         "model": request.model,
-        "content": [{"type": "text", "text": response.text}],
-        "stop_reason": "max_tokens" if response.finish_reason == "length" else "end_turn",
+        "content": content,
+        "stop_reason": stop,
         "stop_sequence": None,
         "usage": {"input_tokens": response.usage.input, "output_tokens": response.usage.output},
     }
+
+
+def _forced_tool_answer(
+    request: Request, response: Response, stop: str
+) -> tuple[list[dict[str, Any]], str]:
+    """(content, stop_reason) of an answer to a forced tool: a `tool_use` block holding the
+    verdict; a refusal, or a verdict that is no JSON object, as text."""
+    if response.refusal is not None:
+        return [{"type": "text", "text": response.refusal}], "refusal"
+    try:
+        verdict = json.loads(response.text)
+    except ValueError:
+        verdict = None
+    if not isinstance(verdict, dict):
+        return [{"type": "text", "text": response.text}], stop
+    block_id = f"toolu_{response.request_id}"
+    block = {"type": "tool_use", "id": block_id, "name": request.schema_name, "input": verdict}
+    return [block], "max_tokens" if stop == "max_tokens" else "tool_use"
 
 
 def batch_line(custom_id: str, result: str, status: int, answered: Any) -> dict[str, Any]:

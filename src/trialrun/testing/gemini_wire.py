@@ -1,4 +1,5 @@
-"""Gemini's wire format: generateContent, errors and models."""
+"""Gemini's wire format: generateContent, errors and models. A `responseSchema` is
+honoured: the mock's verdict for it is the candidate's text (a refusal a SAFETY stop)."""
 
 from __future__ import annotations
 
@@ -40,7 +41,11 @@ def parse(body: dict[str, Any], http: web.Request) -> Request:
     if camel(config, "response_logprobs"):
         params["top_logprobs"] = int(camel(config, "logprobs") or 1)
     model = http.match_info["model"]
-    return Request(model=model, messages=messages, params=params)
+    request = Request(model=model, messages=messages, params=params)
+    schema = camel(config, "response_schema")
+    if schema is not None:
+        request.response_schema = schema
+    return request
 
 
 def render(request: Request, response: Response) -> dict[str, Any]:
@@ -49,6 +54,8 @@ def render(request: Request, response: Response) -> dict[str, Any]:
         "finishReason": "MAX_TOKENS" if response.finish_reason == "length" else "STOP",
         "index": 0,
     }
+    if response.refusal is not None:  # Gemini blocks rather than refuses: no content
+        candidate = {"finishReason": "SAFETY", "index": 0}
     if response.logprobs is not None:
         candidate["logprobsResult"] = {
             "chosenCandidates": [

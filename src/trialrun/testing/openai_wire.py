@@ -1,5 +1,6 @@
 """OpenAI's wire format: chat completions, errors, models, and the Batch API's files and
-objects."""
+objects. A `response_format` of type json_schema is honoured: the mock's verdict for that
+schema is the message content, or its `refusal`."""
 
 from __future__ import annotations
 
@@ -25,7 +26,13 @@ def parse(body: dict[str, Any], http: web.Request | None = None) -> Request:
     if "max_completion_tokens" in body:
         params["max_tokens"] = body["max_completion_tokens"]
     messages = [{"role": m["role"], "content": text(m["content"])} for m in body["messages"]]
-    return Request(model=str(body["model"]), messages=messages, params=params)
+    request = Request(model=str(body["model"]), messages=messages, params=params)
+    response_format = body.get("response_format") or {}
+    if response_format.get("type") == "json_schema":
+        json_schema = response_format["json_schema"]
+        request.response_schema = json_schema["schema"]
+        request.schema_name = str(json_schema.get("name", "verdict"))
+    return request
 
 
 def render(request: Request, response: Response) -> dict[str, Any]:
@@ -53,7 +60,7 @@ def render(request: Request, response: Response) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": response.text},
+                "message": _message(response),
                 "logprobs": logprobs,
                 "finish_reason": response.finish_reason,
             }
@@ -64,6 +71,12 @@ def render(request: Request, response: Response) -> dict[str, Any]:
             "total_tokens": response.usage.total,
         },
     }
+
+
+def _message(response: Response) -> dict[str, Any]:
+    if response.refusal is not None:
+        return {"role": "assistant", "content": None, "refusal": response.refusal}
+    return {"role": "assistant", "content": response.text}
 
 
 def batch_lines(content: bytes, endpoint: str) -> list[dict[str, Any]]:
