@@ -6,6 +6,7 @@ import json
 import keyword
 from typing import Any
 
+import jsonschema
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -191,7 +192,6 @@ def test_the_strict_rule_walker_catches_what_it_should() -> None:
 
 
 def test_json_schema_is_valid_json_schema() -> None:
-    jsonschema = pytest.importorskip("jsonschema")
     produced = schema().json_schema()
     jsonschema.Draft202012Validator.check_schema(produced)
     jsonschema.validate(GOOD, produced)
