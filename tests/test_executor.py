@@ -84,6 +84,8 @@ RECORD_KEYS = {
     "score_errors",
     "judge",
     "judge_error",
+    "judges",
+    "judge_errors",
     "error",
     "started_at",
     "finished_at",

@@ -23,9 +23,7 @@ def test_a_run_with_some_failed_trials_exits_3(
     write_config: Callable[..., Path], cli: Callable[..., CliResult]
 ) -> None:
     items = [{"id": "a", "prompt": "fine"}, {"id": "b", "prompt": "[[mock:refuse]] no"}]
-    result = cli(
-        "run", str(write_config(dataset={"items": items}, followups=[])), "--quiet"
-    )
+    result = cli("run", str(write_config(dataset={"items": items}, followups=[])), "--quiet")
     assert result.code == 3, result.err
     assert "4 done, 4 failed" in result.out
 

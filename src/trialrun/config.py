@@ -43,7 +43,6 @@ SAMPLING_PARAMS = frozenset(
 )
 PLANNED_KEYS = {
     "task": "custom trial functions",
-    "judge": "LLM judging",
     "budget": "budgets",
     "gates": "early-stop gates",
 }
@@ -121,6 +120,52 @@ class ModelConfig(StrictModel):
     @property
     def model_id(self) -> str:
         return self.model.split("/", 1)[1]
+
+
+PROMPT_FILE_SUFFIXES = (".md", ".txt", ".j2", ".jinja", ".jinja2", ".prompt")
+"""A judge `prompt` of one line, without `{{`/`{%`, ending in one of these is a file name."""
+JUDGE_DEFAULT_PARAMS: dict[str, Any] = {"temperature": 0.0, "max_tokens": 1024}
+
+
+class JudgeConfig(ModelConfig):
+    """An LLM judge: a model given as under `models:`, a prompt and the verdict's schema."""
+
+    prompt: str
+    """The judge's prompt: a Jinja template over `item`, `grid` (and each grid value), `turns` (each `{user, response}`), `response` (the last turn's answer), `scores` and `model` (the graded model's name appears only if the template asks for it); or a file next to the config (one line ending in .md, .txt, .j2, .jinja, .prompt), read at load and kept in the run."""
+    schema_: dict[str, Any] = Field(alias="schema")
+    """The verdict's fields: `[pass, fail]` (a choice of two or more), `bool`, `str`, `int`, `float`, `{type: int, min: 1, max: 5}`. Every field is required; a reply that does not fit is asked again, then left as a judge_error."""
+    when: Literal["online", "after"] = "online"
+    """`online` judges each trial as soon as it is done, beside the sweep; `after` once every trial is done (or by `trialrun judge`)."""
+    structured: Literal["native", "prompt"] = "native"
+    """`native` asks through the provider's structured output (OpenAI json_schema, Anthropic forced tool, Gemini responseSchema); `prompt` appends the schema to the prompt and extracts the JSON from the reply, for servers without structured output."""
+    reasks: int = Field(default=2, ge=0, le=10)
+    """Times a reply that is not a valid verdict is asked again (the reason quoted) before the trial gets a judge_error."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, use_attribute_docstrings=True, populate_by_name=True
+    )
+
+    @property
+    def label(self) -> str:
+        return self.name or "judge"
+
+    def sent_params(self) -> dict[str, Any]:
+        """The judge's params: temperature 0 and max_tokens 1024 unless its `params` say."""
+        return {**JUDGE_DEFAULT_PARAMS, **self.params}
+
+    def spec(self) -> dict[str, Any]:
+        """What a judge's verdicts depend on, hashed to tell two judges of one name apart:
+        model, endpoint, options, prompt, schema, params and how the verdict is asked for."""
+        return {
+            "model": self.model,
+            "base_url": self.base_url,
+            "options": self.options,
+            "prompt": self.prompt,
+            "schema": self.schema_,
+            "params": self.sent_params(),
+            "structured": self.structured,
+            "reasks": self.reasks,
+        }
 
 
 def refuse_secrets(value: dict[str, Any]) -> None:
@@ -320,6 +365,8 @@ class Experiment(StrictModel):
     """Prices by `provider/model`, overriding or extending the shipped table (USD per million tokens)."""
     scores: dict[str, ScorerConfig] = Field(default_factory=dict)
     """Deterministic scorers by name, run on each finished trial without a model call (`correct: {regex: "^VERDICT: yes"}`); values land in the record's `scores`, the reason for each null in `score_errors`. `trialrun score RUN` adds or recomputes them later."""
+    judge: JudgeConfig | list[JudgeConfig] | None = None
+    """An LLM judge, or a list of named judges, grading each done trial: verdicts land in the record's `judge` (the first judge's), `judges` (every judge's, by name) and, when a judge fails, `judge_error`/`judge_errors`."""
 
     @field_validator("name")
     @classmethod
@@ -386,8 +433,35 @@ class Experiment(StrictModel):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _judge_names(self) -> Experiment:
+        seen: set[str] = set()
+        for index, judge in enumerate(self.judges()):
+            if not re.fullmatch(NAME_PATTERN, judge.label):
+                raise ValueError(f"judge name '{judge.label}': use letters, digits, _ . - only")
+            if judge.label in seen:
+                where = f"judge[{index}]"
+                raise ValueError(
+                    f"{where}: a second judge named '{judge.label}'; give each a distinct 'name'"
+                )
+            seen.add(judge.label)
+        return self
+
     def turn_count(self) -> int:
         return 1 + len(self.followups)
+
+    def judges(self) -> list[JudgeConfig]:
+        """The judges, each named: `judge` when one is given without a name; in a list, the
+        first unnamed is `judge`, the next `judge-2`, and so on."""
+        if self.judge is None:
+            return []
+        listed = self.judge if isinstance(self.judge, list) else [self.judge]
+        named = []
+        for index, judge in enumerate(listed):
+            if judge.name is None and index:
+                judge = judge.model_copy(update={"name": f"judge-{index + 1}"})
+            named.append(judge)
+        return named
 
 
 def config_warnings(experiment: Experiment) -> list[str]:
@@ -420,12 +494,23 @@ def _unwrap(annotation: Any) -> Any:
 
 
 def _step(annotation: Any, part: str) -> Any:
-    """The annotation one key deeper, or raise KeyError if `part` cannot be there."""
+    """The annotation one key deeper, or raise KeyError if `part` cannot be there (in a
+    union, such as one judge or a list of judges, the first member it fits)."""
     annotation = _unwrap(annotation)
+    if get_origin(annotation) in (Union, types.UnionType):
+        for member in get_args(annotation):
+            if member is type(None):
+                continue
+            try:
+                return _step(member, part)
+            except KeyError:
+                pass
+        raise KeyError(part)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        if part not in annotation.model_fields:
-            raise KeyError(part)
-        return annotation.model_fields[part].annotation
+        for name, info in annotation.model_fields.items():
+            if part == _key_name(name, info):
+                return info.annotation
+        raise KeyError(part)
     origin = get_origin(annotation)
     if origin is dict:
         return get_args(annotation)[1] if get_args(annotation) else Any
@@ -446,9 +531,19 @@ def _known_keys(path: list[str]) -> list[str]:
     except KeyError:
         return []
     annotation = _unwrap(annotation)
+    if get_origin(annotation) in (Union, types.UnionType):
+        annotation = next(
+            (m for m in get_args(annotation) if isinstance(m, type) and issubclass(m, BaseModel)),
+            annotation,
+        )
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return list(annotation.model_fields)
+        return [_key_name(name, info) for name, info in annotation.model_fields.items()]
     return []
+
+
+def _key_name(name: str, info: Any) -> str:
+    """A field's key in a config file (its alias: `schema` for `schema_`)."""
+    return str(info.alias or name)
 
 
 def first_unknown_key(path: list[str]) -> int | None:

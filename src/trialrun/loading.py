@@ -215,9 +215,25 @@ def validate(raw: dict[str, Any], source: str) -> Experiment:
     try:
         return Experiment.model_validate(raw)
     except ValidationError as exc:
-        error = exc.errors()[0]
+        error = _first_error(exc, raw)
         where, note = _blame(raw, error["loc"], source)
         raise ConfigError(f"{where}: {_describe(error)}{note}") from None
+
+
+def _first_error(exc: ValidationError, raw: dict[str, Any]) -> Any:
+    """The error to show, its location as the config spells it: of a union (`judge:` is one
+    judge or a list), the member the value's shape chose, with pydantic's member tag
+    (`JudgeConfig`, `list[JudgeConfig]`) left out of the location."""
+    errors = exc.errors()
+    for error in errors:
+        loc = tuple(error["loc"])
+        tags = [part for part in loc if isinstance(part, str) and "JudgeConfig" in part]
+        if not tags:
+            return error
+        as_list = isinstance(raw.get("judge"), list)
+        if tags[0].startswith("list[") == as_list:
+            return {**error, "loc": tuple(p for p in loc if p not in tags)}
+    return errors[0]
 
 
 def _blame(raw: dict[str, Any], loc: tuple[Any, ...], source: str) -> tuple[str, str]:

@@ -201,7 +201,7 @@ def _fill_run_folder(prepared: Prepared, run_id: str, folder: Path) -> None:
 def _run_meta(prepared: Prepared, run_id: str) -> dict[str, Any]:
     """What the store keeps about the run: enough to resume it without the config file."""
     experiment = prepared.experiment
-    experiment_json = experiment.model_dump(mode="json")
+    experiment_json = experiment.model_dump(mode="json", by_alias=True)
     return {
         "run_id": run_id,
         "experiment": experiment_json,

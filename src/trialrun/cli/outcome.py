@@ -1,10 +1,10 @@
 """The exit status of `run`, `resume` and `collect`, so a script or a job array can tell.
 
-    0    every trial is done (or, in batch mode, still out in batches)
-    3    the run finished, but some of its trials failed (their records say why;
-         `trialrun resume RUN --retry-failed` runs them again)
-    1    every finished trial failed, or the run stopped with trials pending
-    2    the input was wrong (nothing was run); 130: stopped by a signal
+0    every trial is done (or, in batch mode, still out in batches)
+3    the run finished, but some of its trials failed (their records say why;
+     `trialrun resume RUN --retry-failed` runs them again)
+1    every finished trial failed, or the run stopped with trials pending
+2    the input was wrong (nothing was run); 130: stopped by a signal
 """
 
 from __future__ import annotations

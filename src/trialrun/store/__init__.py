@@ -4,7 +4,8 @@
 - `rows`: the rows that go in and come out, as dataclasses;
 - `base`: the connection, transactions, the write buffer and the one attempts INSERT;
 - `core`: `Store`, over the run tables (meta, items, trials, attempts, records, events);
-- `batches`: batch mode's tables, a family of queries `Store` mixes in.
+- `batches`: batch mode's tables, a family of queries `Store` mixes in;
+- `judgments`: the LLM judges' table, another (annotations' tables are in the same migration).
 
 A new family of tables (judgments, scores, annotations, sync state) is one more module
 like `batches.py`: a migration appended in `schema`, its rows in `rows`, and a mixin over
@@ -13,15 +14,18 @@ like `batches.py`: a migration appended in `schema`, its rows in `rows`, and a m
 
 from trialrun.store.batches import BATCH_OPEN
 from trialrun.store.core import LIVE_REFRESH_S, Store
+from trialrun.store.judgments import JUDGE_TURN
 from trialrun.store.rows import (
     AnsweredTurn,
     Attempt,
     BatchOutcomeRow,
     BatchRequest,
+    JudgmentRow,
     OutstandingRequest,
     PendingTrial,
     ReadyRequest,
     RecordRow,
+    ToJudge,
     TrialProgress,
     TurnOutcome,
 )
@@ -38,6 +42,7 @@ from trialrun.store.schema import (
 __all__ = [
     "BATCH_OPEN",
     "DB_NAME",
+    "JUDGE_TURN",
     "LIVE_REFRESH_S",
     "MIGRATIONS",
     "SCHEMA_VERSION",
@@ -46,11 +51,13 @@ __all__ = [
     "Attempt",
     "BatchOutcomeRow",
     "BatchRequest",
+    "JudgmentRow",
     "OutstandingRequest",
     "PendingTrial",
     "ReadyRequest",
     "RecordRow",
     "Store",
+    "ToJudge",
     "TrialProgress",
     "TurnOutcome",
     "connect",

@@ -10,7 +10,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trialrun.store.rows import Attempt, RecordRow
+from trialrun.store.rows import Attempt, JudgmentRow, RecordRow
 
 
 class Transaction:
@@ -36,9 +36,18 @@ class Buffer:
     attempts: list[Attempt] = field(default_factory=list)
     records: list[RecordRow] = field(default_factory=list)
     events: list[tuple[str, str, str]] = field(default_factory=list)
+    judgments: list[JudgmentRow] = field(default_factory=list)
+    patches: list[tuple[str, str]] = field(default_factory=list)
+    """(trial id, record JSON): committed records rewritten with their new verdicts."""
 
     def __len__(self) -> int:
-        return len(self.attempts) + len(self.records) + len(self.events)
+        return (
+            len(self.attempts)
+            + len(self.records)
+            + len(self.events)
+            + len(self.judgments)
+            + len(self.patches)
+        )
 
 
 class StoreBase:

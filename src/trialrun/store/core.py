@@ -22,6 +22,7 @@ from trialrun.errors import StoreError
 from trialrun.hashing import canonical
 from trialrun.store.base import Buffer
 from trialrun.store.batches import BatchTables
+from trialrun.store.judgments import JudgmentTables
 from trialrun.store.rows import PendingTrial, RecordRow
 from trialrun.store.schema import MIGRATIONS, STATES, connect, migrate, utcnow
 from trialrun.types import Trial
@@ -31,7 +32,7 @@ LIVE_REFRESH_S = 5.0
 a live snapshot from a stale one."""
 
 
-class Store(BatchTables):
+class Store(BatchTables, JudgmentTables):
     """One run's database. Writers buffer rows and `flush()` commits them together.
 
     `with Store(path) as store:` closes it at the end of the block."""
@@ -215,6 +216,8 @@ class Store(BatchTables):
         self._buffer.attempts[:0] = buffer.attempts
         self._buffer.records[:0] = buffer.records
         self._buffer.events[:0] = buffer.events
+        self._buffer.judgments[:0] = buffer.judgments
+        self._buffer.patches[:0] = buffer.patches
 
     def _commit(self, buffer: Buffer, live_row: str | None = None) -> None:
         now = utcnow()
@@ -230,6 +233,7 @@ class Store(BatchTables):
                 "UPDATE trials SET state=?, updated_at=? WHERE trial_id=?",
                 [(record.status, now, record.trial_id) for record in buffer.records],
             )
+            self.write_judgments(buffer.judgments, buffer.patches)
             self.conn.executemany(
                 "INSERT INTO events (at, kind, detail) VALUES (?, ?, ?)", buffer.events
             )
@@ -274,12 +278,12 @@ class Store(BatchTables):
             yield from (row[0] for row in rows)
 
     def spend(self) -> dict[str, Any]:
-        """Answered calls so far; `cost_usd` sums the known costs only (SQL skips NULLs), so
+        """Answered calls of the trials so far (a judge's are in `judge_counts`); `cost_usd` sums the known costs only (SQL skips NULLs), so
         `cost_unknown` counts the answers whose cost is not known (an unpriced model)."""
         row = self.conn.execute(
             "SELECT COUNT(*), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), "
             "SUM(cost_usd), COALESCE(SUM(cache_hit), 0), COALESCE(SUM(cost_usd IS NULL), 0) "
-            "FROM attempts WHERE response IS NOT NULL"
+            "FROM attempts WHERE response IS NOT NULL AND turn >= 0"
         ).fetchone()
         return {
             "calls": row[0],
@@ -330,7 +334,7 @@ class Store(BatchTables):
         200k turns are hits; counting `"cache_hit":true` in the records' JSON took 0.7 s."""
         rows = self.conn.execute(
             "SELECT t.model, t.grid, COUNT(*) FROM attempts a JOIN trials t "
-            "ON t.trial_id = a.trial_id WHERE a.cache_hit = 1 GROUP BY t.model, t.grid"
+            "ON t.trial_id = a.trial_id WHERE a.cache_hit = 1 AND a.turn >= 0 GROUP BY t.model, t.grid"
         )
         return {(model, grid): n for model, grid, n in rows}
 
@@ -338,7 +342,8 @@ class Store(BatchTables):
         """Answered requests per model id that asked for logprobs and got none."""
         rows = self.conn.execute(
             "SELECT json_extract(request, '$.model'), COUNT(*) FROM attempts "
-            "WHERE response IS NOT NULL AND json_extract(response, '$.logprobs') IS NULL AND "
+            "WHERE response IS NOT NULL AND turn >= 0 AND "
+            "json_extract(response, '$.logprobs') IS NULL AND "
             "(json_extract(request, '$.params.top_logprobs') > 0 OR "
             "json_extract(request, '$.params.logprobs') = 1) GROUP BY 1"
         )

@@ -196,3 +196,71 @@ class TurnOutcome:
     response: str | None
     error: str | None
     attempts: int
+
+
+# ------------------------------------------------------------------ judges
+
+
+@dataclass(slots=True)
+class JudgmentRow:
+    """One judge's outcome for one trial: a `judgments` row. Exactly one of `verdict` (the
+    validated verdict's JSON, `state` 'done') or `error` (why there is none, `state`
+    'failed') is set; usage, cost and latency add up every ask of the judge."""
+
+    trial_id: str
+    judge: str
+    spec_hash: str
+    state: str
+    verdict: str | None
+    error: str | None
+    error_kind: str | None
+    raw: str | None
+    """The judge's last reply text, as it came back."""
+    request: str
+    """Canonical JSON of the last request sent."""
+    response: str | None
+    """The last `Response.to_json()` as JSON."""
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None
+    latency_s: float
+    attempts: int
+    """Calls made for this judgment (every ask, retries included; cache hits count 0)."""
+    asks: int
+    """Times the judge was asked: 1, plus one per re-ask after an invalid verdict."""
+    cache_hit: bool
+    started_at: str
+    finished_at: str
+
+    def row(self) -> tuple[Any, ...]:
+        """The values in the table's column order."""
+        return (
+            self.trial_id,
+            self.judge,
+            self.spec_hash,
+            self.state,
+            self.verdict,
+            self.error,
+            self.error_kind,
+            self.raw,
+            self.request,
+            self.response,
+            self.input_tokens,
+            self.output_tokens,
+            self.cost_usd,
+            self.latency_s,
+            self.attempts,
+            self.asks,
+            int(self.cache_hit),
+            self.started_at,
+            self.finished_at,
+        )
+
+
+@dataclass(slots=True)
+class ToJudge:
+    """A committed, done record a judge has yet to judge (or, re-judging, failed on)."""
+
+    seq: int
+    trial_id: str
+    record: str

@@ -115,6 +115,51 @@ MIGRATIONS.append(
         """,
     )
 )
+MIGRATIONS.append(
+    (
+        "m003_judgments_annotations",
+        """
+        CREATE TABLE judgments (
+            trial_id TEXT NOT NULL,
+            judge TEXT NOT NULL,
+            spec_hash TEXT NOT NULL,
+            state TEXT NOT NULL,
+            verdict TEXT,
+            error TEXT,
+            error_kind TEXT,
+            raw TEXT,
+            request TEXT NOT NULL,
+            response TEXT,
+            input_tokens INTEGER,
+            output_tokens INTEGER,
+            cost_usd REAL,
+            latency_s REAL,
+            attempts INTEGER NOT NULL,
+            asks INTEGER NOT NULL,
+            cache_hit INTEGER NOT NULL DEFAULT 0,
+            started_at TEXT NOT NULL,
+            finished_at TEXT NOT NULL,
+            PRIMARY KEY (trial_id, judge, spec_hash)
+        );
+        CREATE INDEX judgments_by_judge ON judgments (judge, spec_hash, state);
+        CREATE TABLE annotation_sheets (
+            sheet TEXT PRIMARY KEY,
+            coder TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            rows TEXT NOT NULL
+        );
+        CREATE TABLE annotations (
+            trial_id TEXT NOT NULL,
+            coder TEXT NOT NULL,
+            sheet TEXT,
+            row_id TEXT,
+            labels TEXT NOT NULL,
+            imported_at TEXT NOT NULL,
+            PRIMARY KEY (trial_id, coder)
+        )
+        """,
+    )
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
