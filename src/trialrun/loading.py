@@ -20,12 +20,20 @@ from trialrun.config import PLANNED_KEYS, Experiment, clip, config_warnings, unk
 from trialrun.config_yaml import read_yaml
 from trialrun.dataset import Dataset, load_dataset
 from trialrun.errors import ConfigError, unstorable_text
+from trialrun.executor.judge import compile_prompt, read_prompt_files
 from trialrun.overrides import Overridden, apply_overrides, expand_multirun, override_label
 from trialrun.plan import Shard, cell_count, count_trials, expand
-from trialrun.routing import ModelCheck, check_models, collapse_warnings, graded_mock_answers
+from trialrun.routing import (
+    ModelCheck,
+    check_models,
+    collapse_warnings,
+    graded_mock_answers,
+    judge_entries,
+)
 from trialrun.scoring import Scorers
-from trialrun.templates import Conversation
+from trialrun.templates import Conversation, Template
 from trialrun.types import Trial
+from trialrun.verdicts import VerdictSchema
 
 ConfigSource = str | Path | dict[str, Any]
 
@@ -121,11 +129,13 @@ def load(
         path = Path(config)
         raw, source, base_dir = read_yaml(path), str(path), path.resolve().parent
     experiment = validate(apply_overrides(raw, list(overrides)), source)
+    experiment = read_prompt_files(experiment, base_dir, source)
     checked = check_models(experiment, mock, source, need_keys=need_keys)
     conversation = Conversation(experiment, source)
     conversation.check_names()
     scorers = Scorers(experiment, source, experiment.dataset.id)
     answers = graded_mock_answers(experiment, mock, source)
+    answers += judge_prompts(experiment, source)
 
     def check_item(item: dict[str, Any], where: str) -> None:
         conversation.check_item(item, where)
@@ -142,6 +152,16 @@ def load(
     prepared.models = checked
     prepared.warnings = _warnings(prepared)
     return prepared
+
+
+def judge_prompts(experiment: Experiment, source: str) -> list[Template]:
+    """Each judge's prompt compiled and its names checked, and its schema parsed: one
+    ConfigError line for a bad schema or an unknown name (item fields are checked per item)."""
+    prompts = []
+    for judge, where in judge_entries(experiment, source):
+        VerdictSchema.parse(judge.schema_, where)
+        prompts.append(compile_prompt(judge, where, experiment.grid))
+    return prompts
 
 
 def _warnings(prepared: Prepared) -> list[str]:

@@ -17,6 +17,7 @@ from trialrun import providers, secrets
 from trialrun.config import (
     SAMPLING_PARAMS,
     Experiment,
+    JudgeConfig,
     ModelConfig,
 )
 from trialrun.env_refs import env_references, resolve_env
@@ -96,7 +97,25 @@ def check_models(
         message = unsent_message(entry, unsent, offline)
         if message:
             checked.warnings.append(message)
+    for judge, where in judge_entries(experiment, source):
+        registry.check_known(judge.provider, f"{where}.model")
+        _check_batch(experiment, judge, where)
+        real = not swapped(judge.provider, mock)
+        if real and need_keys:
+            _check_key(judge, resolve_settings(judge, where), where)
+        elif real:
+            checked.keys.extend(_key_needs(judge))
     return checked
+
+
+def judge_entries(experiment: Experiment, source: str = "") -> list[tuple[JudgeConfig, str]]:
+    """Each judge with the key that names it in errors (`judge`, or `judge[i]` in a list)."""
+    prefix = f"{source}: " if source else ""
+    listed = isinstance(experiment.judge, list)
+    return [
+        (judge, f"{prefix}judge[{index}]" if listed else f"{prefix}judge")
+        for index, judge in enumerate(experiment.judges())
+    ]
 
 
 def _check_batch(experiment: Experiment, entry: ModelConfig, where: str) -> None:
@@ -237,9 +256,28 @@ def build_routes(
                 entry, provider, "mock", entry.provider, None, entry.options
             )
         else:
-            routes[entry.label] = _route(experiment, index, overrides, warn)
+            unsent_of = unsent_names(experiment, entry)
+            where = f"models[{index}]"
+            routes[entry.label] = _route(experiment, entry, where, overrides, warn, unsent_of)
         if routes[entry.label].provider_name == "mock":
             routes[entry.label].mock_answer = mock_answer(experiment, index)
+    return routes
+
+
+def build_judge_routes(
+    experiment: Experiment, mock: bool, warn: Callable[[str], None]
+) -> dict[str, ModelRoute]:
+    """Each judge's route by judge name, built as a model's is (the mock under --mock)."""
+    overrides = {key: Price(**value.model_dump()) for key, value in experiment.prices.items()}
+    routes = {}
+    for judge, where in judge_entries(experiment):
+        if swapped(judge.provider, mock):
+            provider = _mock(experiment)
+            route = ModelRoute(judge, provider, "mock", judge.provider, None, judge.options)
+        else:
+            names = set(judge.sent_params())
+            route = _route(experiment, judge, where, overrides, warn, names)
+        routes[judge.label] = route
     return routes
 
 
@@ -283,11 +321,16 @@ def graded_mock_answers(experiment: Experiment, mock: bool, source: str) -> list
 
 
 def _route(
-    experiment: Experiment, index: int, overrides: dict[str, Price], warn: Callable[[str], None]
+    experiment: Experiment,
+    entry: ModelConfig,
+    where: str,
+    overrides: dict[str, Price],
+    warn: Callable[[str], None],
+    param_names: set[str],
 ) -> ModelRoute:
-    """The route of `models[index]` as configured (a real run, or the mock asked for by name)."""
-    entry = experiment.models[index]
-    settings = resolve_settings(entry, f"models[{index}]")
+    """The route of the model entry (or judge) at `where` as configured (a real run, or the
+    mock asked for by name); `param_names`: the params its requests may carry."""
+    settings = resolve_settings(entry, where)
     price = None
     if entry.provider == "mock":
         provider = _mock(experiment)
@@ -313,7 +356,7 @@ def _route(
         settings["base_url"],
         settings["options"],
         price,
-        _unsent(experiment, entry, provider, warn),
+        _unsent(entry, provider, param_names, warn),
     )
 
 
@@ -332,10 +375,10 @@ def _mock(experiment: Experiment) -> providers.Provider:
 
 
 def _unsent(
-    experiment: Experiment, entry: ModelConfig, provider: Any, warn: Callable[[str], None]
+    entry: ModelConfig, provider: Any, names: set[str], warn: Callable[[str], None]
 ) -> frozenset[str]:
-    """The params this model's provider cannot take, with one warning naming them."""
-    unsent = frozenset(provider.unsent_params(unsent_names(experiment, entry)))
+    """The params of `names` this model's provider cannot take, with one warning naming them."""
+    unsent = frozenset(provider.unsent_params(names))
     message = unsent_message(entry, unsent, provider)
     if message:
         warn(message)

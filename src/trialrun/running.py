@@ -27,12 +27,13 @@ from trialrun.executor.batch import (
     leave_batches,
 )
 from trialrun.executor.cache import ResponseCache, cache_dir
+from trialrun.executor.judge import compile_judges
 from trialrun.executor.realtime import execute
 from trialrun.executor.trial import ExperimentRun
 from trialrun.export import RESULTS_NAME, ResultsFile
 from trialrun.loading import ConfigSource, Prepared, load
 from trialrun.plan import Shard
-from trialrun.routing import build_routes
+from trialrun.routing import build_judge_routes, build_routes
 from trialrun.runs import Run, RunBusy, create_runs, lock_run, open_run
 from trialrun.sandbox import signals_stop_renders
 from trialrun.scoring import Scorers
@@ -305,12 +306,13 @@ def _open_for_execution(
     cache = _shared_cache(experiment, caches)
     counts = store.counts()
     observer.started(target, sum(counts.values()), counts["done"] + counts["failed"])
+    mock = bool(meta["mock"])
     experiment_run = ExperimentRun(
         run_id=meta["run_id"],
         experiment=experiment,
         store=store,
         conversation=Conversation(experiment, meta["source"]),
-        routes=build_routes(experiment, bool(meta["mock"]), observer.warn),
+        routes=build_routes(experiment, mock, observer.warn),
         cache=cache,
         id_field=meta["id_field"],
         on_commit=_on_commit(target, results, observer),
@@ -321,6 +323,8 @@ def _open_for_execution(
         switched=switched,
         scorers=Scorers(experiment, meta["source"], meta["id_field"]),
     )
+    judge_routes = build_judge_routes(experiment, mock, observer.warn)
+    experiment_run.judges = compile_judges(experiment, judge_routes, meta["source"])
     if experiment_run.mode == "batch":
         check_batch_support(experiment_run.routes, str(target.path))
     return experiment_run, results

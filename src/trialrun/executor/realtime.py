@@ -14,8 +14,18 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from trialrun import secrets
 from trialrun.errors import ProviderError, TrialrunError
+from trialrun.executor.judge import (
+    Answer,
+    Ask,
+    Judge,
+    apply_verdicts,
+    judge_context,
+    judge_trial,
+)
 from trialrun.executor.limits import Limiter, estimate_tokens
 from trialrun.executor.retry import backoff_s
 from trialrun.executor.trial import (
@@ -25,17 +35,18 @@ from trialrun.executor.trial import (
     TurnRequest,
     build_request,
     cached_response,
-    commit_record,
     failed_attempt,
     followup_messages,
     last_user,
     log_cache_hit,
+    make_record,
     request_options,
     store_answer,
+    store_record,
     template_context,
     trial_params,
 )
-from trialrun.store import PendingTrial, utcnow
+from trialrun.store import PendingTrial, ToJudge, utcnow
 from trialrun.types import Request, Response
 
 NOTABLE_WAIT_S = 5.0
@@ -54,16 +65,16 @@ class Limiters:
     def __init__(self) -> None:
         self._by_lane: dict[str, Limiter] = {}
 
-    def get(self, lane: str, run: ExperimentRun, default_concurrency: int) -> Limiter:
-        """A lane the mock answers under --mock takes the mock's limits, not the real ones
+    def get(self, route: ModelRoute, run: ExperimentRun) -> Limiter:
+        """The limiter of `route`'s lane (a model's or a judge's: one provider, one limiter).
+        A lane the mock answers under --mock takes the mock's limits, not the real ones
         (`limits.openai.rpm` would only slow a dry run); it is keyed apart from a real lane."""
-        mocked = lane != "mock" and any(
-            r.lane == lane and r.provider_name == "mock" for r in run.routes.values()
-        )
+        lane = route.lane
+        mocked = lane != "mock" and route.provider_name == "mock"
         key = f"{lane} (--mock)" if mocked else lane
         if key not in self._by_lane:
             config = None if mocked else run.experiment.limits.get(lane)
-            self._by_lane[key] = Limiter(config, default_concurrency)
+            self._by_lane[key] = Limiter(config, route.provider.max_concurrency())
         return self._by_lane[key]
 
 
@@ -74,11 +85,19 @@ async def execute(runs: list[ExperimentRun], stop: asyncio.Event) -> None:
     for run in runs:
         for lane in run.store.lanes():
             route = next(r for r in run.routes.values() if r.lane == lane)
-            limiter = limiters.get(lane, run, route.provider.max_concurrency())
-            lanes.append(_run_lane(run, lane, limiter, stop))
+            lanes.append(_run_lane(run, lane, limiters, route, stop))
     flusher = asyncio.create_task(_flush_periodically(runs))
     try:
         await asyncio.gather(*lanes)
+        # What is left to judge: `when: after` judges, and records an online judge missed
+        # (committed before a crash, or before the judge was added).
+        await asyncio.gather(
+            *(
+                judge_pending(run, limiters, stop)
+                for run in runs
+                if run.judges and not stop.is_set()
+            )
+        )
     finally:
         flusher.cancel()
         for run in runs:
@@ -93,7 +112,10 @@ async def _flush_periodically(runs: list[ExperimentRun]) -> None:
                 run.flush()
 
 
-async def _run_lane(run: ExperimentRun, lane: str, limiter: Limiter, stop: asyncio.Event) -> None:
+async def _run_lane(
+    run: ExperimentRun, lane: str, limiters: Limiters, route: ModelRoute, stop: asyncio.Event
+) -> None:
+    limiter = limiters.get(route, run)
     workers = limiter.concurrency
     queue: asyncio.Queue[PendingTrial | None] = asyncio.Queue(maxsize=workers * 2)
 
@@ -118,7 +140,7 @@ async def _run_lane(run: ExperimentRun, lane: str, limiter: Limiter, stop: async
             await asyncio.sleep(0)
             if lane in run.stopped_lanes or stop.is_set():
                 continue
-            await _run_trial(run, trial, limiter, rng)
+            await _run_trial(run, trial, limiters, rng)
             run.maybe_flush()
 
     await asyncio.gather(feed(), *(work() for _ in range(workers)))
@@ -128,9 +150,10 @@ async def _run_lane(run: ExperimentRun, lane: str, limiter: Limiter, stop: async
 
 
 async def _run_trial(
-    run: ExperimentRun, trial: PendingTrial, limiter: Limiter, rng: random.Random
+    run: ExperimentRun, trial: PendingTrial, limiters: Limiters, rng: random.Random
 ) -> None:
     route = run.routes[trial.model]
+    limiter = limiters.get(route, run)
     params = trial_params(run, trial)
     context = template_context(trial)
     started_at, clock = utcnow(), time.perf_counter()
@@ -155,7 +178,102 @@ async def _run_trial(
         return
     except TrialrunError as exc:
         result.error = str(exc)
-    commit_record(run, trial, params, result, started_at, clock)
+    record = make_record(run, trial, params, result, started_at, clock)
+    judges = run.online_judges()
+    if judges and result.error is None:
+        # Judged before it commits: the record and its judgments are written together, so
+        # a crash before then leaves the trial pending, and its resume is answered from the
+        # stored attempts (the trial's and the judge's), paying for nothing twice.
+        context = judge_context(run, record, history)
+        try:
+            rows = await asyncio.gather(
+                *(
+                    judge_trial(j, trial.trial_id, context, _asker(run, limiters, rng))
+                    for j in judges
+                )
+            )
+        except LaneStopped:
+            return
+        for row in rows:
+            run.store.add_judgment(row)
+            run.count_judgment(row.judge, row.state == "done")
+        apply_verdicts(record, run.judges, rows)
+    store_record(run, trial, record)
+
+
+def _asker(run: ExperimentRun, limiters: Limiters, rng: random.Random) -> Ask:
+    """A judge's asks in real time: the same call as a trial's (cache, limits, retries)."""
+
+    async def ask(judge: Judge, request: TurnRequest, messages: list[dict[str, str]]) -> Answer:
+        limiter = limiters.get(judge.route, run)
+        schema = judge.response_schema
+        outcome = await _call(
+            run, judge.route, request, messages, judge.params, limiter, rng, schema=schema
+        )
+        return Answer(outcome.response, outcome.error, outcome.attempts)
+
+    return ask
+
+
+async def judge_pending(
+    run: ExperimentRun,
+    limiters: Limiters,
+    stop: asyncio.Event,
+    judges: list[Judge] | None = None,
+    *,
+    failed_only: bool = False,
+) -> None:
+    """Judge the committed, done records that `judges` (by default the run's) have not
+    judged yet, or with `failed_only` those they failed on; each record is rewritten with
+    its verdicts in the transaction that commits its judgments."""
+    judges = run.judges if judges is None else judges
+    if not judges:
+        return
+    pairs = [(j.name, j.spec_hash) for j in judges]
+    workers = max(limiters.get(j.route, run).concurrency for j in judges)
+    queue: asyncio.Queue[ToJudge | None] = asyncio.Queue(maxsize=workers * 2)
+
+    async def feed() -> None:
+        after = -1
+        while not stop.is_set():
+            page = run.store.to_judge(pairs, failed_only=failed_only, after_seq=after, limit=PAGE)
+            if not page:
+                break
+            for row in page:
+                await queue.put(row)
+            after = page[-1].seq
+        for _ in range(workers):
+            await queue.put(None)
+
+    async def work() -> None:
+        ask = _asker(run, limiters, random.Random())
+        while (row := await queue.get()) is not None:
+            await asyncio.sleep(0)
+            if stop.is_set() or any(j.route.lane in run.stopped_lanes for j in judges):
+                continue
+            states = run.store.judgment_states(row.trial_id)
+            todo = [j for j in judges if _needs(states.get((j.name, j.spec_hash)), failed_only)]
+            record = orjson.loads(row.record)
+            context = judge_context(run, record)
+            try:
+                rows = await asyncio.gather(
+                    *(judge_trial(j, row.trial_id, context, ask) for j in todo)
+                )
+            except LaneStopped:
+                continue
+            for judgment in rows:
+                run.store.add_judgment(judgment)
+                run.count_judgment(judgment.judge, judgment.state == "done")
+            apply_verdicts(record, run.judges, rows)
+            run.store.patch_record(row.trial_id, orjson.dumps(record).decode())
+            run.maybe_flush()
+
+    await asyncio.gather(feed(), *(work() for _ in range(workers)))
+    run.flush()
+
+
+def _needs(state: str | None, failed_only: bool) -> bool:
+    return state == "failed" if failed_only else state is None
 
 
 @dataclass(slots=True)
@@ -181,16 +299,25 @@ async def _call(
     params: dict[str, Any],
     limiter: Limiter,
     rng: random.Random,
+    *,
+    schema: dict[str, Any] | None = None,
 ) -> _Outcome:
     """One request with cache, limits and retries; a cache hit counts zero attempts.
 
-    `params` are those sent, and the cache key is built from them (see executor/cache.py).
-    """
+    `params` are those sent, and the cache key is built from them (see executor/cache.py);
+    `schema` is a judge's verdict schema, sent as structured output."""
     response = cached_response(run, request.key)
     if response is not None:
         log_cache_hit(run, request, response)
         return _Outcome(response, None, 0)
-    call = Request(route.config.model_id, messages, params, route.base_url, request.options)
+    call = Request(
+        route.config.model_id,
+        messages,
+        params,
+        route.base_url,
+        request.options,
+        response_schema=schema,
+    )
     estimate = estimate_tokens(messages, params.get("max_tokens"), route.provider.count_tokens)
     for attempt in range(1, run.experiment.retry.attempts + 1):
         started_at = utcnow()
@@ -253,11 +380,12 @@ def _retry_or_fail(
     run.store.add_attempt(attempt_row)
     if kind == "auth":
         _stop_lane(run, route, message)
+    where = f"turn {request.turn + 1}: " if request.turn >= 0 else ""
     if kind != "retryable":
-        return _Outcome(None, f"turn {request.turn + 1}: {message}", attempt)
+        return _Outcome(None, f"{where}{message}", attempt)
     retry = run.experiment.retry
     if attempt == retry.attempts:
-        gave_up = f"turn {request.turn + 1}: {message} (gave up after {attempt} attempts)"
+        gave_up = f"{where}{message} (gave up after {attempt} attempts)"
         return _Outcome(None, gave_up, attempt)
     if retry_after is not None:
         retry_after = _server_wait(run, route, limiter, retry_after)
@@ -300,4 +428,4 @@ def _stop_lane(run: ExperimentRun, route: ModelRoute, message: str) -> None:
     raise LaneStopped(route.lane)
 
 
-__all__ = ["LaneStopped", "ProviderError", "execute"]
+__all__ = ["LaneStopped", "Limiters", "ProviderError", "execute", "judge_pending"]

@@ -27,7 +27,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -40,6 +40,9 @@ from trialrun.scoring import Scorers
 from trialrun.store import Attempt, PendingTrial, RecordRow, Store, utcnow
 from trialrun.templates import Conversation, Template
 from trialrun.types import Response
+
+if TYPE_CHECKING:
+    from trialrun.executor.judge import Judge
 
 FLUSH_ROWS = 2000
 """Buffered rows that make a flush due at once, without waiting for the flush timer."""
@@ -98,6 +101,17 @@ class ExperimentRun:
     last_flush: float = field(default_factory=time.monotonic)
     scorers: Scorers | None = None
     """The config's `scores:`, run on each record as it is built."""
+    judges: list[Judge] = field(default_factory=list)
+    """The config's LLM judges (executor/judge.py), the first one primary."""
+    judged: dict[str, list[int]] = field(default_factory=dict)
+    """Judgments made in this process per judge name: [verdicts, errors]."""
+
+    def online_judges(self) -> list[Judge]:
+        return [j for j in self.judges if j.config.when == "online"]
+
+    def count_judgment(self, judge: str, done: bool) -> None:
+        tally = self.judged.setdefault(judge, [0, 0])
+        tally[0 if done else 1] += 1
 
     def live(self) -> dict[str, Any]:
         """What a running process is doing now, for `status` in another process."""
@@ -379,7 +393,19 @@ def commit_record(
     """Buffer a finished trial's record; its state changes with it at the next flush.
 
     `clock` is the `time.perf_counter()` at which the trial started."""
-    finished_at = utcnow()
+    store_record(run, trial, make_record(run, trial, params, result, started_at, clock))
+
+
+def make_record(
+    run: ExperimentRun,
+    trial: PendingTrial,
+    params: dict[str, Any],
+    result: TrialResult,
+    started_at: str,
+    clock: float,
+) -> dict[str, Any]:
+    """A finished trial's record, scored, its judges' fields still empty (null: not judged
+    yet); `store_record` buffers it. `clock`: `time.perf_counter()` at the trial's start."""
     status = "failed" if result.error else "done"
     cost = trial_cost(run.routes[trial.model], result.turns)
     if params.get("top_logprobs") or params.get("logprobs"):
@@ -389,19 +415,28 @@ def commit_record(
     record = _record(run, trial, params, result, status, cost)
     if run.scorers:
         record["scores"], record["score_errors"] = run.scorers.score(record)
-    record["started_at"], record["finished_at"] = started_at, finished_at
+    for judge in run.judges:
+        record["judges"][judge.name] = record["judge_errors"][judge.name] = None
+    record["started_at"], record["finished_at"] = started_at, utcnow()
     record["elapsed_s"] = round(time.perf_counter() - clock, 6)
+    return record
+
+
+def store_record(run: ExperimentRun, trial: PendingTrial, record: dict[str, Any]) -> None:
+    """Buffer a record (with the judgments that fill its verdicts, added by the caller to
+    the same buffer): the trial's state changes with it at the next flush."""
+    turns = record["turns"]
     run.store.add_record(
         RecordRow(
             trial.trial_id,
             trial.seq,
-            status,
+            record["status"],
             trial.model,
             canonical(trial.grid),
-            sum(t["usage"]["total"] for t in result.turns),
-            sum(t["latency_s"] for t in result.turns),
-            cost,
-            finished_at,
+            sum(t["usage"]["total"] for t in turns),
+            sum(t["latency_s"] for t in turns),
+            record["cost_usd"],
+            record["finished_at"],
             orjson.dumps(record).decode(),
         )
     )
@@ -434,6 +469,8 @@ def _record(
         "score_errors": {},
         "judge": None,
         "judge_error": None,
+        "judges": {},
+        "judge_errors": {},
         "error": result.error,
         "started_at": None,
         "finished_at": None,

@@ -14,6 +14,9 @@ Prompt markers make the answers a judge must cope with:
 - `[[mock:verdict-refuse]]`: a refusal (`Response.refusal` set, the text empty);
 - `[[mock:verdict-truncate]]`: the JSON cut off half-way, with finish_reason "length".
 
+`[[mock:verdict-invalid-once]]` and `[[mock:verdict-garbage-once]]` act on a first ask
+only (a request with no assistant message): a judge that asks again gets a valid verdict.
+
 A `max_tokens` below the verdict's length (about four characters a token) cuts it off too.
 """
 
@@ -74,8 +77,12 @@ def structured_answer(request: Request) -> Response:
 
 
 def _marker(request: Request) -> str | None:
+    first_ask = not any(m["role"] == "assistant" for m in request.messages)
     for marker in MARKERS:
         if any(f"[[mock:verdict-{marker}]]" in m["content"] for m in request.messages):
+            return marker
+        once = f"[[mock:verdict-{marker}-once]]"
+        if first_ask and any(once in m["content"] for m in request.messages):
             return marker
     return None
 
