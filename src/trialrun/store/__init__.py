@@ -5,13 +5,15 @@
 - `base`: the connection, transactions, the write buffer and the one attempts INSERT;
 - `core`: `Store`, over the run tables (meta, items, trials, attempts, records, events);
 - `batches`: batch mode's tables, a family of queries `Store` mixes in;
-- `judgments`: the LLM judges' table, another (annotations' tables are in the same migration).
+- `judgments`: the LLM judges' table, another;
+- `annotations`: human annotation's sheets (blinding keys) and labels, another.
 
 A new family of tables (judgments, scores, annotations, sync state) is one more module
 like `batches.py`: a migration appended in `schema`, its rows in `rows`, and a mixin over
 `StoreBase` that `Store` inherits, so the run tables' code does not grow with it.
 """
 
+from trialrun.store.annotations import AnnotationRow, SheetRow
 from trialrun.store.batches import BATCH_OPEN
 from trialrun.store.core import LIVE_REFRESH_S, Store
 from trialrun.store.judgments import JUDGE_TURN
@@ -47,6 +49,7 @@ __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "STATES",
+    "AnnotationRow",
     "AnsweredTurn",
     "Attempt",
     "BatchOutcomeRow",
@@ -56,6 +59,7 @@ __all__ = [
     "PendingTrial",
     "ReadyRequest",
     "RecordRow",
+    "SheetRow",
     "Store",
     "ToJudge",
     "TrialProgress",

@@ -20,6 +20,7 @@ import orjson
 
 from trialrun.errors import StoreError
 from trialrun.hashing import canonical
+from trialrun.store.annotations import AnnotationTables
 from trialrun.store.base import Buffer
 from trialrun.store.batches import BatchTables
 from trialrun.store.judgments import JudgmentTables
@@ -32,7 +33,7 @@ LIVE_REFRESH_S = 5.0
 a live snapshot from a stale one."""
 
 
-class Store(BatchTables, JudgmentTables):
+class Store(BatchTables, JudgmentTables, AnnotationTables):
     """One run's database. Writers buffer rows and `flush()` commits them together.
 
     `with Store(path) as store:` closes it at the end of the block."""

@@ -160,6 +160,14 @@ MIGRATIONS.append(
         """,
     )
 )
+MIGRATIONS.append(
+    (
+        # the verdict schema a sheet was written for (compact form, JSON), so its labels are
+        # validated on import against what the coder was shown, not what the config says now
+        "m004_annotation_sheet_schema",
+        "ALTER TABLE annotation_sheets ADD COLUMN schema TEXT",
+    )
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
