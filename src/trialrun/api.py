@@ -8,10 +8,15 @@ A facade: each name lives in the module that owns its job, and is re-exported he
 - `trialrun.running`: execute run folders to the end (`run`, `resume`, `collect`, ...),
   stopping cleanly on SIGINT/SIGTERM, and tell an `Observer` what happens.
 - `trialrun.rescoring`: score a finished run's records again (`score_run`), no model call.
+- `trialrun.analysis`: a run's (or several runs') statistics: `run_stats`, `compare_runs`.
 """
 
 from __future__ import annotations
 
+from trialrun.analysis import StatsOptions as StatsOptions
+from trialrun.analysis import StatsReport as StatsReport
+from trialrun.analysis import compare_runs as compare_runs
+from trialrun.analysis import run_stats as run_stats
 from trialrun.loading import Prepared as Prepared
 from trialrun.loading import load as load
 from trialrun.loading import load_many as load_many

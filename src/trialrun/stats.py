@@ -8,6 +8,8 @@ report can print the estimate with the words that justify it.
     mean_se             a mean, its standard error (naive or clustered by item), a CI
     compare_paired      two binary outcomes on the same units: McNemar, the difference
                         of rates with a paired-bootstrap CI, Cohen's h
+    compare_paired_means  two numeric outcomes on the same units: paired t-test, the
+                        mean difference with a paired-bootstrap CI
     adjust_p_values     Benjamini-Hochberg q-values (or Holm) for a family of p-values
     cohens_kappa        agreement of two raters: kappa with its CI, percent agreement,
                         the confusion table
@@ -204,7 +206,8 @@ class PairedComparison:
     statistic: float | None
     p_value: float
     test: str
-    cohens_h: float
+    cohens_h: float | None
+    """None for numeric outcomes (`compare_paired_means`): h is for proportions."""
 
 
 def mcnemar(a_only: int, b_only: int) -> tuple[float | None, float, str]:
@@ -285,6 +288,67 @@ def compare_paired(
         low=low, high=high, confidence=confidence, ci_method=ci_method,
         a_only=a_only, b_only=b_only, statistic=statistic, p_value=p, test=test,
         cohens_h=cohens_h(rate_a, rate_b),
+    )  # fmt: skip
+
+
+def _bootstrap_mean(
+    differences: np.ndarray, confidence: float, resamples: int, seed: int
+) -> tuple[float, float]:
+    """Percentile CI of the mean of `differences`, resampling them with replacement (the
+    indices drawn in chunks, so memory stays about 4 million indices at a time)."""
+    n = len(differences)
+    rng = np.random.default_rng(seed)
+    chunk = max(1, 4_000_000 // n)
+    means = []
+    for start in range(0, resamples, chunk):
+        draws = rng.integers(0, n, size=(min(chunk, resamples - start), n))
+        means.append(differences[draws].mean(axis=1))
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(np.concatenate(means), [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def compare_paired_means(
+    a: Sequence[float | None],
+    b: Sequence[float | None],
+    *,
+    confidence: float = 0.95,
+    resamples: int = 2_000,
+    seed: int = 0,
+) -> PairedComparison:
+    """Compare two numeric outcomes on the same units (a[i] and b[i] are one unit).
+
+    The test is the paired t-test (`scipy.stats.ttest_rel`, two-sided); the mean
+    difference gets a percentile CI from a paired bootstrap over units (`resamples`
+    draws, numpy's default_rng(`seed`)). `a_only`/`b_only` count the units where a is
+    higher / b is higher; `cohens_h` is None. Pairs with a side missing are dropped and
+    counted; raises TrialrunError when no complete pair is left.
+    """
+    _z(confidence)
+    if len(a) != len(b):
+        raise ValueError(f"paired outcomes must have one per unit: {len(a)} vs {len(b)}")
+    pairs = [(x, y) for x, y in zip(a, b, strict=True) if x is not None and y is not None]
+    if not pairs:
+        raise TrialrunError(f"no complete pairs to compare ({len(a)} units, all missing)")
+    xs = np.array([x for x, _ in pairs], dtype=float)
+    ys = np.array([y for _, y in pairs], dtype=float)
+    differences = xs - ys
+    n = len(pairs)
+    statistic: float | None = None
+    p, test = 1.0, "paired t-test: every difference is equal, p = 1.0"
+    if n > 1 and np.ptp(differences) > 0:
+        result = sps.ttest_rel(xs, ys)
+        statistic, p, test = float(result.statistic), float(result.pvalue), "paired t-test"
+    elif n > 1 and differences[0] != 0:
+        p, test = 0.0, "paired t-test: every difference is the same nonzero value, p = 0"
+    low, high = _bootstrap_mean(differences, confidence, resamples, seed)
+    ci_method = f"paired bootstrap percentile, {resamples} resamples of units, seed {seed}"
+    return PairedComparison(
+        n=n, dropped=len(a) - n, rate_a=float(xs.mean()), rate_b=float(ys.mean()),
+        difference=float(differences.mean()), low=low, high=high, confidence=confidence,
+        ci_method=ci_method, a_only=int(np.sum(differences > 0)),
+        b_only=int(np.sum(differences < 0)), statistic=statistic, p_value=min(p, 1.0),
+        test=test, cohens_h=None,
     )  # fmt: skip
 
 

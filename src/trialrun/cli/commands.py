@@ -28,9 +28,21 @@ def cli() -> None:
 
 
 def register() -> None:
-    from trialrun.cli import collect, doctor, export, ls, plan, resume, run, score, status
+    from trialrun.cli import (
+        collect,
+        compare,
+        doctor,
+        export,
+        ls,
+        plan,
+        resume,
+        run,
+        score,
+        stats,
+        status,
+    )
 
-    for module in (run, plan, status, resume, collect, score, export, ls, doctor):
+    for module in (run, plan, status, resume, collect, score, stats, compare, export, ls, doctor):
         cli.add_command(module.command)
 
 
