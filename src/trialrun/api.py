@@ -8,6 +8,7 @@ A facade: each name lives in the module that owns its job, and is re-exported he
 - `trialrun.running`: execute run folders to the end (`run`, `resume`, `collect`, ...),
   stopping cleanly on SIGINT/SIGTERM, and tell an `Observer` what happens.
 - `trialrun.rescoring`: score a finished run's records again (`score_run`), no model call.
+- `trialrun.annotation`: blinded sheets for human coders, their labels, agreement.
 - `trialrun.analysis`: a run's (or several runs') statistics: `run_stats`, `compare_runs`.
 """
 
@@ -17,6 +18,11 @@ from trialrun.analysis import StatsOptions as StatsOptions
 from trialrun.analysis import StatsReport as StatsReport
 from trialrun.analysis import compare_runs as compare_runs
 from trialrun.analysis import run_stats as run_stats
+from trialrun.annotation import AgreementReport as AgreementReport
+from trialrun.annotation import agreement as agreement
+from trialrun.annotation import export_disagreements as export_disagreements
+from trialrun.annotation import export_sheets as export_sheets
+from trialrun.annotation import import_sheet as import_sheet
 from trialrun.loading import Prepared as Prepared
 from trialrun.loading import load as load
 from trialrun.loading import load_many as load_many

@@ -29,6 +29,7 @@ def cli() -> None:
 
 def register() -> None:
     from trialrun.cli import (
+        annotate,
         collect,
         compare,
         doctor,
@@ -44,6 +45,7 @@ def register() -> None:
 
     for module in (run, plan, status, resume, collect, score, stats, compare, export, ls, doctor):
         cli.add_command(module.command)
+    cli.add_command(annotate.command)
 
 
 register()
