@@ -571,3 +571,39 @@ def test_judge_accuracy_counts_and_its_seeded_bootstrap() -> None:
         found.corrected_low,
         found.corrected_high,
     )
+
+
+def test_a_renamed_sheet_imports_with_sheet_and_disagreements_go_where_asked(
+    cli: Cli, write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    run = make_run(cli, write_config, tmp_path, items=20)
+    schema = "{answer: [pass, fail], note: str}"
+    assert (
+        cli("annotate", "export", str(run), "--n", "20", "--overlap", "20", "--schema", schema).code
+        == 0
+    )
+    folder = run / "annotation"
+    renamed = tmp_path / "alice-labels.csv"
+    fill(folder / "coder1-1.csv", lambda row: {**truth(row), "note": "seen"})
+    (folder / "coder1-1.csv").rename(renamed)
+    assert "no sheet named 'alice-labels'" in one_line_error(
+        cli("annotate", "import", str(run), str(renamed))
+    )
+    assert cli("annotate", "import", str(run), str(renamed), "--sheet", "coder1-1").code == 0
+    fill(folder / "coder2-1.csv", lambda row: {**truth(row), "note": "other words"})
+    assert cli("annotate", "import", str(run), str(folder / "coder2-1.csv")).code == 0
+    # free text differs on every row, but only categories count as disagreements
+    none = cli("annotate", "disagreements", str(run))
+    assert none.code == 0 and "no disagreements" in none.out
+    fill(folder / "coder2-1.csv", lambda row: {**sloppy(row), "note": ""})
+    assert cli("annotate", "import", str(run), str(folder / "coder2-1.csv")).code == 0
+    target = tmp_path / "to-adjudicate.csv"
+    assert cli("annotate", "disagreements", str(run), "-o", str(target)).code == 0
+    assert target.exists() and (tmp_path / "to-adjudicate.jsonl").exists()
+    assert len(read_sheet(target)) == len(sheet_key(run, "to-adjudicate")) == 4  # q3, q7, q13, q17
+    err = one_line_error(cli("annotate", "agreement", str(run), "--field", "nope"))
+    assert "--field: no field 'nope'" in err
+    report = json.loads(cli("annotate", "agreement", str(run), "--json").out)
+    assert report["skipped_fields"] == ["note"] and [f["name"] for f in report["fields"]] == [
+        "answer"
+    ]
