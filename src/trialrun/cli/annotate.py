@@ -58,7 +58,7 @@ def export_command(
 
     N distinct done trials are drawn with SEED; OVERLAP of them go to every coder (the
     trials agreement is measured on), the other N - OVERLAP are split evenly among the
-    coders. Each sheet shows the item (its id and fields) and each turn's response, then
+    coders (dealt in turn, so sheets differ by one row at most). Each sheet shows the item (its id and fields) and each turn's response, then
     an empty column per label field (from the run's judge schema, --judge NAME, or
     --schema); codebook.md lists each field's allowed values. The model, grid values,
     judge verdicts and trial ids are never written; rows are shuffled per coder and
