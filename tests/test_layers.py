@@ -16,7 +16,7 @@ PACKAGE = ROOT / "src" / "trialrun"
 
 LAYERS: list[tuple[str, ...]] = [
     # 0: no trialrun imports but each other
-    ("errors", "types", "hashing", "secrets", "stats", "verdicts"),
+    ("errors", "types", "hashing", "secrets", "stats", "verdicts", "power"),
     # 1: the config and what reads only it
     ("config", "config_yaml", "env_refs", "overrides", "pricing", "sandbox", "metrics"),
     # 2: the outside world and the run's database
@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     # 3: experiments into trials, and running them
     ("plan", "dataset", "executor", "routing", "export", "provenance", "testing", "scoring"),
     # 4: the public API
-    ("api", "loading", "runs", "running", "rescoring", "analysis", "annotation"),
+    ("api", "loading", "runs", "running", "rescoring", "analysis", "annotation", "pilot"),
     # 5: what people see, and tools over the API
     ("display", "estimate", "doctor"),
     # 6: the command line, the package's front, and the reference generated from the CLI

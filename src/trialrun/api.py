@@ -10,6 +10,7 @@ A facade: each name lives in the module that owns its job, and is re-exported he
 - `trialrun.rescoring`: score a finished run's records again (`score_run`), no model call.
 - `trialrun.annotation`: blinded sheets for human coders, their labels, agreement.
 - `trialrun.analysis`: a run's (or several runs') statistics: `run_stats`, `compare_runs`.
+- `trialrun.pilot`: what a pilot run tells a power analysis (`read_pilot`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from trialrun.loading import Prepared as Prepared
 from trialrun.loading import load as load
 from trialrun.loading import load_many as load_many
 from trialrun.loading import plan_summary as plan_summary
+from trialrun.pilot import Pilot as Pilot
+from trialrun.pilot import read_pilot as read_pilot
 from trialrun.rescoring import ScoreSummary as ScoreSummary
 from trialrun.rescoring import score_run as score_run
 from trialrun.running import Interrupted as Interrupted

@@ -36,6 +36,7 @@ def register() -> None:
         export,
         ls,
         plan,
+        power,
         resume,
         run,
         score,
@@ -43,7 +44,20 @@ def register() -> None:
         status,
     )
 
-    for module in (run, plan, status, resume, collect, score, stats, compare, export, ls, doctor):
+    for module in (
+        run,
+        plan,
+        status,
+        resume,
+        collect,
+        score,
+        stats,
+        compare,
+        power,
+        export,
+        ls,
+        doctor,
+    ):
         cli.add_command(module.command)
     cli.add_command(annotate.command)
 
