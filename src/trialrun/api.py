@@ -24,6 +24,8 @@ from trialrun.annotation import agreement as agreement
 from trialrun.annotation import export_disagreements as export_disagreements
 from trialrun.annotation import export_sheets as export_sheets
 from trialrun.annotation import import_sheet as import_sheet
+from trialrun.judging import JudgePass as JudgePass
+from trialrun.judging import judge_run as judge_run
 from trialrun.loading import Prepared as Prepared
 from trialrun.loading import load as load
 from trialrun.loading import load_many as load_many

@@ -194,6 +194,8 @@ def print_summary(run: Run, console: Console) -> None:
         unbounded = console.options.update_width(1 << 20)  # else rich clamps to the width
         fits = Measurement.get(console, unbounded, table).minimum <= console.width
         console.print(table if fits else _summary_lines(run, rows, console.width))
+    for line in judge_lines(run.judges()):
+        console.print(line)
     counts = run.counts()
     left = counts["pending"] + counts["running"]
     tail = f", {left:,} pending" if left else ""
@@ -205,6 +207,35 @@ def print_summary(run: Run, console: Console) -> None:
     )
     if left and run.meta().get("mode") == "batch":
         console.print(_batch_news(run))
+
+
+def judge_lines(judges: list[dict[str, Any]]) -> list[Text]:
+    """One line per judge: verdicts, errors by kind, trials left to judge, calls and cost,
+    apart from the trials' own (a judge that failed on a trial never counts as a verdict)."""
+    lines = []
+    for judge in judges:
+        kinds = ", ".join(f"{kind} {n:,}" for kind, n in sorted(judge["error_kinds"].items()))
+        errors = f"{judge['errors']:,} judge errors" + (f" ({kinds})" if kinds else "")
+        left = f", {judge['to_judge']:,} to judge" if judge["to_judge"] else ""
+        cost = cost_text(judge["cost_usd"], judge["cost_unknown"])
+        older = (
+            f"; {judge['other_specs']:,} judgments under an earlier spec kept"
+            if judge["other_specs"]
+            else ""
+        )
+        lines.append(
+            Text.assemble(
+                "judge"
+                if judge["name"] == "judge"
+                else Text.assemble("judge ", plain(judge["name"], "bold")),
+                " (",
+                plain(judge["model"]),
+                f"): {judge['verdicts']:,} verdicts, ",
+                Text(errors, style="red" if judge["errors"] else ""),
+                f"{left}; {judge['calls']:,} calls, {cost}{older}",
+            )
+        )
+    return lines
 
 
 def _batch_news(run: Run) -> Text:

@@ -97,6 +97,16 @@ def check_models(
         message = unsent_message(entry, unsent, offline)
         if message:
             checked.warnings.append(message)
+    checked.keys.extend(check_judges(experiment, mock, source, need_keys=need_keys))
+    return checked
+
+
+def check_judges(
+    experiment: Experiment, mock: bool, source: str, *, need_keys: bool = True
+) -> list[KeyNeed]:
+    """`check_models` for the judges: a known provider, batch support in batch mode, and
+    (with `need_keys`) their keys; without, the keys a real run would read."""
+    needs = []
     for judge, where in judge_entries(experiment, source):
         registry.check_known(judge.provider, f"{where}.model")
         _check_batch(experiment, judge, where)
@@ -104,8 +114,8 @@ def check_models(
         if real and need_keys:
             _check_key(judge, resolve_settings(judge, where), where)
         elif real:
-            checked.keys.extend(_key_needs(judge))
-    return checked
+            needs.extend(_key_needs(judge))
+    return needs
 
 
 def judge_entries(experiment: Experiment, source: str = "") -> list[tuple[JudgeConfig, str]]:

@@ -303,7 +303,7 @@ def _open_for_execution(
     store.reset_running(include_failed=retry_failed)
     results = ResultsFile(target.path / RESULTS_NAME)
     results.rewrite(store)
-    cache = _shared_cache(experiment, caches)
+    cache = shared_cache(experiment, caches)
     counts = store.counts()
     observer.started(target, sum(counts.values()), counts["done"] + counts["failed"])
     mock = bool(meta["mock"])
@@ -339,7 +339,7 @@ def _switch_mode(store: Store, stored_mode: str, mode: str | None) -> bool:
     return True
 
 
-def _shared_cache(
+def shared_cache(
     experiment: Experiment, caches: dict[Path, ResponseCache]
 ) -> ResponseCache | None:
     """The experiment's response cache, one per folder for all runs in this process."""
@@ -367,7 +367,7 @@ async def _main(runs: list[ExperimentRun], observer: Observer, wait: bool) -> bo
     stop = asyncio.Event()
     task = asyncio.create_task(_realtime_and_batched(runs, stop, observer, wait))
     try:
-        with _signals_cancel(task, stop), signals_stop_renders():
+        with signals_cancel(task, stop), signals_stop_renders():
             await task
         return False
     except asyncio.CancelledError:
@@ -376,6 +376,8 @@ async def _main(runs: list[ExperimentRun], observer: Observer, wait: bool) -> bo
         for experiment_run in runs:
             for route in experiment_run.routes.values():
                 await route.provider.aclose()
+            for judge in experiment_run.judges:
+                await judge.route.provider.aclose()
 
 
 async def _realtime_and_batched(
@@ -394,7 +396,7 @@ async def _realtime_and_batched(
 
 
 @contextlib.contextmanager
-def _signals_cancel(task: asyncio.Task[None], stop: asyncio.Event) -> Iterator[None]:
+def signals_cancel(task: asyncio.Task[None], stop: asyncio.Event) -> Iterator[None]:
     """While inside, SIGINT and SIGTERM set `stop` and cancel `task` (where this loop can
     take signal handlers: not on a loop outside the main thread)."""
     loop = asyncio.get_running_loop()

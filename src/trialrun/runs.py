@@ -24,6 +24,7 @@ import yaml
 
 from trialrun.config import Experiment
 from trialrun.errors import ConfigError, RunNotFoundError, StoreError
+from trialrun.executor.judge import spec_hash
 from trialrun.export import RESULTS_NAME
 from trialrun.hashing import content_hash
 from trialrun.loading import Prepared
@@ -94,10 +95,53 @@ class Run:
                 "mode": meta.get("mode", "realtime"),
                 "batches": store.batches(),
                 "missing_logprobs": store.missing_logprobs(),
+                "judges": judge_status(store, Experiment.model_validate(meta["experiment"])),
             }
+
+    def judges(self) -> list[dict[str, Any]]:
+        """Per judge of the run's config: verdicts, errors (and their kinds), trials left to
+        judge, calls and cost (see `judge_status`)."""
+        with self.store() as store:
+            return judge_status(store, self.experiment())
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r})"
+
+
+def judge_status(store: Store, experiment: Experiment) -> list[dict[str, Any]]:
+    """Each judge of `experiment` (its current spec): name, model, when, verdicts, errors by
+    kind, done trials it has not judged yet, calls, tokens and cost; judgments under a spec
+    no judge of the config has now are counted apart (`other_specs`)."""
+    counts = store.judge_counts()
+    done = store.done_records()
+    out = []
+    for judge in experiment.judges():
+        key = (judge.label, spec_hash(judge))
+        tally = counts.get(key, {})
+        verdicts, errors = tally.get("verdicts") or 0, tally.get("errors") or 0
+        out.append(
+            {
+                "name": judge.label,
+                "model": judge.model,
+                "when": judge.when,
+                "spec_hash": key[1],
+                "verdicts": verdicts,
+                "errors": errors,
+                "error_kinds": store.judge_error_kinds(*key) if errors else {},
+                "to_judge": max(done - verdicts - errors, 0),
+                "calls": tally.get("calls") or 0,
+                "input_tokens": tally.get("input_tokens") or 0,
+                "output_tokens": tally.get("output_tokens") or 0,
+                "cost_usd": tally.get("cost_usd"),
+                "cost_unknown": tally.get("cost_unknown") or 0,
+                "other_specs": sum(
+                    (c["verdicts"] or 0) + (c["errors"] or 0)
+                    for (name, spec), c in counts.items()
+                    if name == judge.label and spec != key[1]
+                ),
+            }
+        )
+    return out
 
 
 def open_run(ref: str | Path | None = None, runs_dir: str | Path = "runs") -> Run:

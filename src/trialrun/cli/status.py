@@ -12,7 +12,7 @@ from rich.text import Text
 
 from trialrun import api
 from trialrun.cli.common import runs_dir_option, stdout
-from trialrun.display import cost_text, plain
+from trialrun.display import cost_text, judge_lines, plain
 
 
 @click.command("status")
@@ -45,6 +45,8 @@ def command(run: str | None, runs_dir: str) -> None:
         f"calls {spend['calls']:,} (cache hits {spend['cache_hits']:,}), tokens in "
         f"{spend['input_tokens']:,} / out {spend['output_tokens']:,}, cost {cost}"
     )
+    for judge_line in judge_lines(info["judges"]):
+        console.print(judge_line)
     if info["eta_s"] is not None:
         console.print(f"rate {info['rate_per_s']:.1f} trials/s, ETA {info['eta_s']:.0f} s")
     if info["batches"]:

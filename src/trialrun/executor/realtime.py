@@ -89,6 +89,8 @@ async def execute(runs: list[ExperimentRun], stop: asyncio.Event) -> None:
     flusher = asyncio.create_task(_flush_periodically(runs))
     try:
         await asyncio.gather(*lanes)
+        for run in runs:
+            run.flush()  # the records the judges below look for are committed
         # What is left to judge: `when: after` judges, and records an online judge missed
         # (committed before a crash, or before the judge was added).
         await asyncio.gather(
@@ -267,6 +269,8 @@ async def judge_pending(
             apply_verdicts(record, run.judges, rows)
             run.store.patch_record(row.trial_id, orjson.dumps(record).decode())
             run.maybe_flush()
+            if run.on_judged is not None:
+                run.on_judged(1)
 
     await asyncio.gather(feed(), *(work() for _ in range(workers)))
     run.flush()

@@ -105,6 +105,8 @@ class ExperimentRun:
     """The config's LLM judges (executor/judge.py), the first one primary."""
     judged: dict[str, list[int]] = field(default_factory=dict)
     """Judgments made in this process per judge name: [verdicts, errors]."""
+    on_judged: Callable[[int], None] | None = None
+    """Told how many committed records a judging pass has just judged (`trialrun judge`)."""
 
     def online_judges(self) -> list[Judge]:
         return [j for j in self.judges if j.config.when == "online"]

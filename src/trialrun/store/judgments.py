@@ -67,25 +67,26 @@ class JudgmentTables(StoreBase):
         pairs = list(judges)
         if not pairs:
             return []
-        if failed_only:
-            condition = " OR ".join(
-                "EXISTS (SELECT 1 FROM judgments j WHERE j.trial_id = r.trial_id AND "
-                "j.judge = ? AND j.spec_hash = ? AND j.state = 'failed')"
-                for _ in pairs
-            )
-        else:
-            condition = " OR ".join(
-                "NOT EXISTS (SELECT 1 FROM judgments j WHERE j.trial_id = r.trial_id AND "
-                "j.judge = ? AND j.spec_hash = ?)"
-                for _ in pairs
-            )
-        values: list[Any] = [v for pair in pairs for v in pair]
+        condition, values = _condition(pairs, failed_only)
         rows = self.conn.execute(
             "SELECT r.seq, r.trial_id, r.record FROM records r WHERE r.status = 'done' AND "
             f"r.seq > ? AND ({condition}) ORDER BY r.seq LIMIT ?",
             [after_seq, *values, limit],
         ).fetchall()
         return [ToJudge(seq, trial_id, record) for seq, trial_id, record in rows]
+
+    def count_to_judge(
+        self, judges: Iterable[tuple[str, str]], *, failed_only: bool = False
+    ) -> int:
+        """How many records `to_judge` would give, all pages together."""
+        pairs = list(judges)
+        if not pairs:
+            return 0
+        condition, values = _condition(pairs, failed_only)
+        row = self.conn.execute(
+            f"SELECT COUNT(*) FROM records r WHERE r.status = 'done' AND ({condition})", values
+        ).fetchone()
+        return int(row[0])
 
     def judgment_states(self, trial_id: str) -> dict[tuple[str, str], str]:
         """(judge, spec hash) -> state of a trial's judgments."""
@@ -141,3 +142,18 @@ class JudgmentTables(StoreBase):
     def done_records(self) -> int:
         row = self.conn.execute("SELECT COUNT(*) FROM records WHERE status='done'").fetchone()
         return int(row[0])
+
+
+def _condition(pairs: list[tuple[str, str]], failed_only: bool) -> tuple[str, list[Any]]:
+    """SQL over `records r`: one of the judges has not judged it (or failed on it)."""
+    if failed_only:
+        one = (
+            "EXISTS (SELECT 1 FROM judgments j WHERE j.trial_id = r.trial_id AND "
+            "j.judge = ? AND j.spec_hash = ? AND j.state = 'failed')"
+        )
+    else:
+        one = (
+            "NOT EXISTS (SELECT 1 FROM judgments j WHERE j.trial_id = r.trial_id AND "
+            "j.judge = ? AND j.spec_hash = ?)"
+        )
+    return " OR ".join([one] * len(pairs)), [v for pair in pairs for v in pair]
