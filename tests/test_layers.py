@@ -16,7 +16,7 @@ PACKAGE = ROOT / "src" / "trialrun"
 
 LAYERS: list[tuple[str, ...]] = [
     # 0: no trialrun imports but each other
-    ("errors", "types", "hashing", "secrets", "stats", "verdicts", "power"),
+    ("errors", "types", "hashing", "secrets", "stats", "verdicts", "power", "sampling"),
     # 1: the config and what reads only it
     ("config", "config_yaml", "env_refs", "overrides", "pricing", "sandbox", "metrics"),
     # 2: the outside world and the run's database

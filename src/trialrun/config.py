@@ -52,6 +52,19 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
+class SampleConfig(StrictModel):
+    """A seeded random sample of the dataset's items, stratified on request."""
+
+    n: int = Field(ge=1)
+    """Items to draw (all of them when the dataset has no more than N)."""
+    stratify: str | None = None
+    """Item field whose values are the strata (`category`); none: a simple random sample."""
+    seed: int = 0
+    """Seed of the draw: the same dataset, n and seed give the same items on any machine."""
+    allocation: Literal["proportional", "equal"] = "proportional"
+    """`proportional`: each stratum's share of N follows its share of the items (largest-remainder rounding); `equal`: N split evenly, a stratum smaller than its share gives every item and the rest goes to the others."""
+
+
 class DatasetConfig(StrictModel):
     path: str | None = None
     """JSON list, JSONL or CSV file of items; relative paths start at the config file's folder."""
@@ -63,11 +76,15 @@ class DatasetConfig(StrictModel):
     """Use only the first N items."""
     format: Literal["json", "jsonl", "csv"] | None = None
     """File format; by default taken from the file's extension."""
+    sample: SampleConfig | None = None
+    """Draw a seeded (optionally stratified) random sample of the items instead of the first N (`{n: 800, stratify: category, seed: 1}`); recorded in manifest.json."""
 
     @model_validator(mode="after")
     def _one_source(self) -> DatasetConfig:
         if (self.path is None) == (self.items is None):
             raise ValueError("give exactly one of 'path' (a file) or 'items' (inline rows)")
+        if self.limit is not None and self.sample is not None:
+            raise ValueError("give 'limit' (the first N items) or 'sample' (a random N), not both")
         return self
 
 

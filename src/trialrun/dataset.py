@@ -22,6 +22,7 @@ from trialrun.config import DatasetConfig
 from trialrun.config_yaml import MAX_DEPTH, too_deep
 from trialrun.errors import DatasetError, unstorable_text
 from trialrun.hashing import canonical_bytes
+from trialrun.sampling import draw
 
 Item = dict[str, Any]
 ItemCheck = Callable[[Item, str], None]
@@ -43,6 +44,8 @@ class Dataset:
     def __init__(self) -> None:
         self._ids: list[str] = []
         self._rows: list[str] = []
+        self.sampling: dict[str, Any] | None = None
+        """`dataset.sample` as drawn: its spec, the items read, sampled, and per stratum."""
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -103,7 +106,36 @@ def load_dataset(
             raise DatasetError(f"{path}: cannot read dataset ({exc})") from None
     if not len(dataset):
         raise DatasetError(f"{where}: the dataset has no items")
+    if cfg.sample is not None:
+        _sample(dataset, cfg, where)
     return dataset
+
+
+def _sample(dataset: Dataset, cfg: DatasetConfig, where: str) -> None:
+    """Keep `cfg.sample`'s seeded, stratified draw of the items (in their file order)."""
+    spec = cfg.sample
+    assert spec is not None
+    strata: list[str] | None = None
+    if spec.stratify is not None:
+        strata = []
+        for item_id, item in zip(dataset._ids, dataset, strict=True):
+            if spec.stratify not in item:
+                raise DatasetError(
+                    f"{where}: item '{item_id}' has no field '{spec.stratify}' to stratify by "
+                    "(dataset.sample.stratify)"
+                )
+            value = item[spec.stratify]
+            strata.append(value if isinstance(value, str) else json.dumps(value))
+    kept, per_stratum = draw(
+        dataset._ids, strata, spec.n, seed=spec.seed, allocation=spec.allocation
+    )
+    read = len(dataset)
+    dataset._ids = [dataset._ids[i] for i in kept]
+    dataset._rows = [dataset._rows[i] for i in kept]
+    dataset.sampling = {
+        **spec.model_dump(mode="json"), "items_read": read, "sampled": len(kept),
+        "strata": per_stratum,
+    }  # fmt: skip
 
 
 def _inline(rows: Iterable[Any]) -> Rows:

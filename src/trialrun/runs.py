@@ -235,6 +235,7 @@ def _fill_run_folder(prepared: Prepared, run_id: str, folder: Path) -> None:
         mock=prepared.mock,
         shard=meta["shard"],
         limit=prepared.limit,
+        sample=prepared.dataset.sampling,
         source=prepared.source,
         git=git_state(prepared.base_dir),
     )
