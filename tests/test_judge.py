@@ -359,3 +359,17 @@ def test_two_judges_with_one_name_are_refused(cli: Cli) -> None:
     assert result.code == 0, result.err  # unnamed: judge and judge-2
     result = cli("run", write(base_config(judge=[judge(name="a"), judge(name="a")])))
     assert result.code == 2 and "a second judge named 'a'" in result.err
+
+
+def test_plan_counts_a_judge_apart_with_its_cost(cli: Cli) -> None:
+    config = base_config(
+        judge=judge(model="openai/gpt-4o-mini"),
+        prices={"openai/gpt-4o-mini": {"input": 1.0, "output": 2.0}},
+    )
+    result = cli("plan", write(config))
+    assert result.code == 0, result.err
+    row = next(line for line in result.out.splitlines() if "(judge: openai/gpt-4o-mini)" in line)
+    cells = row.split()
+    assert "16" in cells  # one ask per trial: 4 items x 2 models x 2 cells
+    assert "16,384" in cells  # its own max_tokens (1024) per ask
+    assert "a judge asks once per trial" in result.out

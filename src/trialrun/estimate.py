@@ -16,14 +16,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from trialrun.config import ModelConfig
+from trialrun.config import JudgeConfig, ModelConfig
 from trialrun.errors import TrialrunError
+from trialrun.executor.judge import compile_prompt
 from trialrun.executor.limits import estimate_tokens
 from trialrun.executor.trial import ModelRoute, requested_params, sent_params, template_context
 from trialrun.plan import cell_at, expand
 from trialrun.pricing import Price, lookup
 from trialrun.providers.base import Provider, UnbuiltProvider
-from trialrun.routing import swapped
+from trialrun.routing import judge_entries, swapped
 from trialrun.store import PendingTrial
 from trialrun.types import Usage
 
@@ -51,6 +52,8 @@ class ModelEstimate:
     """Counted with the provider's own tokenizer, not at ~4 characters a token."""
     bounded: bool
     """Every request has a max_tokens, so the output bound holds."""
+    judge: bool = False
+    """An LLM judge's asks, not a model's trials."""
 
     def cost(self, *, batch: bool = False) -> float | None:
         if self.free:
@@ -84,7 +87,56 @@ def estimate(prepared: Prepared) -> Estimate:
         _model_estimate(prepared, entry, sample, counts[entry.label])
         for entry in prepared.experiment.models
     ]
+    trials = sum(counts.values())
+    for judge, where in judge_entries(prepared.experiment):
+        models.append(_judge_estimate(prepared, judge, where, sample, trials))
     return Estimate(models, len(sample), len(prepared.dataset))
+
+
+def _judge_estimate(
+    prepared: Prepared,
+    judge: JudgeConfig,
+    where: str,
+    sample: list[tuple[str, dict[str, Any]]],
+    trials: int,
+) -> ModelEstimate:
+    """A judge's share: one ask per trial (re-asks after an invalid verdict not counted),
+    its prompt rendered from the sampled items with the graded answer as long as the
+    trials' max_tokens (every turn's when the prompt reads `turns`), its output bounded by
+    the judge's own max_tokens."""
+    experiment = prepared.experiment
+    prompt = compile_prompt(judge, where, experiment.grid)
+    answer = experiment.params.get("max_tokens")
+    answer = int(answer) if isinstance(answer, int | float) else 0
+    seen = answer * (experiment.turn_count() if "turns" in prompt.names else 1)
+    count = _Count(UnbuiltProvider())
+    sizes = []
+    for position, (item_id, item) in enumerate(sample):
+        trial = PendingTrial(0, "", item_id, item, "", _cell(prepared, position), 0, 0)
+        context = {**template_context(trial), "response": "", "scores": {}}
+        context["item"] = {experiment.dataset.id: item_id, **item}
+        try:
+            text = prompt.render(context)
+        except TrialrunError:
+            continue
+        sizes.append(estimate_tokens([{"role": "user", "content": text}], 0, count) + seen)
+    mean_in = sum(sizes) / len(sizes) if sizes else 0.0
+    max_tokens = judge.sent_params().get("max_tokens")
+    out = int(max_tokens) if isinstance(max_tokens, int | float) else 0
+    overrides = {k: Price(**v.model_dump()) for k, v in experiment.prices.items()}
+    return ModelEstimate(
+        label=f"{judge.label} (judge: {judge.model})",
+        model=judge.model,
+        trials=trials,
+        requests=trials,
+        input_tokens=round(mean_in * trials),
+        output_tokens=out * trials,
+        price=lookup(judge.model, overrides),
+        free=judge.provider == "mock" or swapped(judge.provider, prepared.mock),
+        tokenizer=False,
+        bounded=max_tokens is not None,
+        judge=True,
+    )
 
 
 def _sample(prepared: Prepared) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -121,6 +121,11 @@ def _estimate_notes(result: Estimate, batch_mode: bool) -> list[str]:
         f"tokens are an estimate ({sampled}; {counted}); output is max_tokens per request, "
         f"an upper bound; * marks this config's mode ({'batch' if batch_mode else 'realtime'})"
     ]
+    if any(m.judge for m in result.models):
+        notes.append(
+            "a judge asks once per trial (every trial assumed done; re-asks after an invalid "
+            "verdict not counted), its input the prompt plus the graded answer at max_tokens"
+        )
     unbounded = [m.label for m in result.models if not m.bounded]
     if unbounded:
         notes.append(
