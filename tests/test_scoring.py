@@ -7,11 +7,13 @@ import csv
 import io
 import json
 import sqlite3
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from conftest import CliResult, base_config, only_run, read_results
 from trialrun.config import Experiment
@@ -243,3 +245,23 @@ def test_a_function_raising_on_one_record_nulls_that_score_and_the_run_goes_on(
             assert record["score_errors"] == {"picky": "the function raised KeyError: 'q0 is odd'"}
         else:
             assert record["scores"] == {"picky": True} and record["score_errors"] == {}
+
+
+def test_a_scorer_function_beside_the_config_imports_from_any_folder(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`scores.x.function: myscorers:fn` finds myscorers.py beside the config, run from
+    another folder, without touching the Python path for good."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "besideconfig_scorers.py").write_text("def short(item, record):\n    return True\n")
+    config = base_config(scores={"s": {"function": "besideconfig_scorers:short"}}, followups=[])
+    (project / "exp.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = cli("run", str(project / "exp.yaml"), "--limit", "1")
+    assert result.code == 0, result.err
+    assert str(project) not in sys.path
+    records = read_results(only_run(elsewhere / "runs"))
+    assert all(r["scores"] == {"s": True} for r in records)

@@ -17,8 +17,10 @@ from __future__ import annotations
 import importlib
 import math
 import re
+import sys
 import unicodedata
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from trialrun.config import Experiment, ScorerConfig
@@ -51,7 +53,7 @@ class Scorer:
                 self.templates[field] = self._template(field, text, grid)
         flags = sum(_FLAGS[flag] for flag in spec.flags)
         self.pattern = re.compile(spec.regex, flags) if spec.regex is not None else None
-        self.function = _import(spec.function, self.where) if spec.function else None
+        self.function = _import(spec.function, self.where, source) if spec.function else None
 
     def _template(self, field: str, text: str, grid: set[str]) -> Template:
         template = Template(text, f"{self.where}.{field}")
@@ -233,12 +235,21 @@ def option_probability(
 # ------------------------------------------------------------------ user functions
 
 
-def _import(path: str, where: str) -> Callable[..., Any]:
+def _import(path: str, where: str, source: str = "") -> Callable[..., Any]:
+    """`package.module:fn`, importable from the current folder, the config's folder (a
+    `scorers.py` beside the config) or anywhere on the Python path."""
     module_name, _, name = path.partition(":")
+    folder = str(Path(source).resolve().parent) if source and Path(source).is_file() else None
+    added = folder is not None and folder not in sys.path
+    if added:
+        sys.path.append(str(folder))
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # any failure to import a user's module is the config's
         raise ConfigError(f"{where}.function: cannot import {module_name} ({exc})") from None
+    finally:
+        if added:
+            sys.path.remove(str(folder))
     function = getattr(module, name, None)
     if not callable(function):
         raise ConfigError(f"{where}.function: {module_name} has no function {name}")
