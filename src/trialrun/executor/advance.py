@@ -2,7 +2,8 @@
 
 A trial gets the request of its next turn, built from the previous turn's stored request
 and answer (answered at once when the cache has it), or its record when every turn is
-answered or one failed. This is the trial path of batch mode; batch.py holds what goes
+answered or one failed; with online judges, a trial with every turn answered first gets
+its judges' stage (batch_judge.py) and commits its record with their judgments. This is the trial path of batch mode; batch.py holds what goes
 through the providers' batch APIs (reconcile, poll, submit).
 """
 
@@ -13,20 +14,23 @@ import time
 import orjson
 
 from trialrun import secrets
+from trialrun.executor.batch_judge import judge_online
 from trialrun.executor.trial import (
     ExperimentRun,
     TrialResult,
     build_request,
     cached_response,
-    commit_record,
     followup_messages,
     last_user,
     log_cache_hit,
+    make_record,
     request_options,
+    store_record,
     template_context,
     trial_params,
 )
 from trialrun.store import AnsweredTurn, BatchRequest, PendingTrial, TrialProgress, utcnow
+from trialrun.store.batches import JudgeRequest
 from trialrun.types import Response
 
 PAGE = 500
@@ -56,10 +60,13 @@ def _advance_page(run: ExperimentRun, page: list[TrialProgress]) -> int:
         p.trial.trial_id for p in page if 0 < p.done_turns < turn_count and not p.failed_turns
     ]
     last = run.store.last_done_turns(continuing)
+    finished = [p.trial.trial_id for p in page if p.done_turns >= turn_count]
+    judged = run.store.judge_requests(finished) if run.online_judges() else {}
     requests = []
     for progress in page:
         if progress.failed_turns or progress.done_turns >= turn_count:
-            _complete(run, progress.trial)
+            trial = progress.trial
+            requests.extend(_complete(run, trial, judged.get(trial.trial_id, {})))
             continue
         requests.append(_next_request(run, progress, last.get(progress.trial.trial_id)))
     run.store.add_batch_requests(requests)
@@ -121,7 +128,11 @@ def _messages(
     return followup_messages(run, context, messages, turn, history)
 
 
-def _complete(run: ExperimentRun, trial: PendingTrial) -> None:
+def _complete(
+    run: ExperimentRun, trial: PendingTrial, judged: dict[int, JudgeRequest]
+) -> list[BatchRequest]:
+    """A trial whose turns are all answered, or one failed: its record, buffered now, or
+    (online judges, every turn answered) its judges' next asks (batch_judge.py)."""
     result = TrialResult()
     for outcome in run.store.trial_turns(trial.trial_id):
         result.retries += max(outcome.attempts - 1, 0)
@@ -129,4 +140,9 @@ def _complete(run: ExperimentRun, trial: PendingTrial) -> None:
             result.error = outcome.error or "the batch request failed"
             break
         result.turns.append(Response.from_json(orjson.loads(outcome.response)).to_json())
-    commit_record(run, trial, trial_params(run, trial), result, utcnow(), time.perf_counter())
+    params = trial_params(run, trial)
+    record = make_record(run, trial, params, result, utcnow(), time.perf_counter())
+    if result.error is None and run.online_judges():
+        return judge_online(run, trial, record, judged)
+    store_record(run, trial, record)
+    return []

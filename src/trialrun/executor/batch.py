@@ -32,6 +32,13 @@ import orjson
 from trialrun import secrets
 from trialrun.errors import ConfigError
 from trialrun.executor.advance import advance
+from trialrun.executor.batch_judge import (
+    judge_committed,
+    judge_label,
+    nothing_to_judge,
+    ready_label,
+    route_of,
+)
 from trialrun.executor.trial import (
     ExperimentRun,
     ModelRoute,
@@ -62,6 +69,8 @@ class CollectReport:
     submitted_batches: int = 0
     submitted_requests: int = 0
     open_batches: int = 0
+    judge_requests: int = 0
+    """Judges' requests out (waiting to be submitted, or in a batch) after the pass."""
     notes: list[str] = field(default_factory=list)
 
     def line(self) -> str:
@@ -80,6 +89,10 @@ class CollectReport:
         if self.resubmitted:
             parts.append(f"{self.resubmitted} requests to resubmit")
         parts.append(f"{self.open_batches} batch{'es' if self.open_batches != 1 else ''} out")
+        if self.judge_requests:
+            parts.append(
+                f"{self.judge_requests:,} judge request{'s' if self.judge_requests > 1 else ''} out"
+            )
         return "; ".join(parts)
 
     @property
@@ -92,13 +105,16 @@ def batch_capable(route: ModelRoute) -> bool:
 
 
 async def collect_pass(run: ExperimentRun) -> CollectReport:
+    check_batch_support({judge_label(j): j.route for j in run.judges}, f"{run.run_id}: judge")
     report = CollectReport()
     await _reconcile(run, report)
     await _poll(run, report)
     report.cache_hits += advance(run)
+    report.cache_hits += judge_committed(run)
     await _submit(run, report)
     run.flush()
     report.open_batches = len(run.store.batches(BATCH_OPEN))
+    report.judge_requests = run.store.judge_requests_out()
     return report
 
 
@@ -112,7 +128,7 @@ def _metadata(run: ExperimentRun, tag: str) -> dict[str, str]:
 async def _reconcile(run: ExperimentRun, report: CollectReport) -> None:
     store = run.store
     for batch in store.batches(["submitting"]):
-        route = run.routes[batch["model"]]
+        route = route_of(run, batch["model"])
         try:
             found = await route.provider.find_batch(
                 _metadata(run, batch["tag"]),
@@ -143,7 +159,7 @@ async def _reconcile(run: ExperimentRun, report: CollectReport) -> None:
 async def _poll(run: ExperimentRun, report: CollectReport) -> None:
     store = run.store
     for batch in store.batches(["open"]):
-        route = run.routes[batch["model"]]
+        route = route_of(run, batch["model"])
         try:
             status = await route.provider.poll_batch(batch["batch_id"])
             if not status.ended:
@@ -238,7 +254,8 @@ def _outcome_row(
     if outcome.kind == "retryable" and attempt < run.experiment.retry.attempts:
         return BatchOutcomeRow(outcome.custom_id, "ready", error=message)
     suffix = f" (gave up after {attempt} attempts)" if outcome.kind == "retryable" else ""
-    error = f"turn {row.turn + 1}: {message}{suffix}"
+    where = f"turn {row.turn + 1}: " if row.turn >= 0 else ""  # a judge's: its judgment says
+    error = f"{where}{message}{suffix}"
     return BatchOutcomeRow(outcome.custom_id, "failed", error=error)
 
 
@@ -252,13 +269,16 @@ class Ready:
     every request as dicts."""
 
     request: ReadyRequest
+    label: str
+    """The model entry's label, or the judge's (`batch_judge.judge_label`)."""
     size: int
 
 
 async def _submit(run: ExperimentRun, report: CollectReport) -> None:
     groups: dict[tuple[Any, ...], list[Ready]] = defaultdict(list)
     for ready in run.store.ready_requests():
-        route = run.routes[ready.model]
+        label = ready_label(run, ready)
+        route = route_of(run, label)
         if route.lane in run.stopped_lanes:
             continue
         request = _request(route, ready.request)
@@ -268,12 +288,13 @@ async def _submit(run: ExperimentRun, report: CollectReport) -> None:
             route.base_url,
             getattr(provider, "api_key", None),
             provider.batch_group(request),
+            label if ready.turn < 0 else None,  # a judge's asks go out with its own route
         )
         size = len(orjson.dumps(provider.batch_entry(ready.custom_id, request))) + 1
-        groups[key].append(Ready(ready, size))
+        groups[key].append(Ready(ready, label, size))
     for entries in groups.values():
-        label = entries[0].request.model
-        route = run.routes[label]
+        label = entries[0].label
+        route = route_of(run, label)
         for chunk in _chunks(entries, route.provider, run):
             if route.lane in run.stopped_lanes:
                 break
@@ -281,9 +302,17 @@ async def _submit(run: ExperimentRun, report: CollectReport) -> None:
 
 
 def _request(route: ModelRoute, request_json: str) -> Request:
+    """The provider's request of a stored request JSON (a judge's carries its `schema`)."""
     data = orjson.loads(request_json)
     options = {**route.options, **data.get("options", {})}  # a graded mock's `mock_expected`
-    return Request(data["model"], data["messages"], data["params"], route.base_url, options)
+    return Request(
+        data["model"],
+        data["messages"],
+        data["params"],
+        route.base_url,
+        options,
+        response_schema=data.get("schema"),
+    )
 
 
 def _chunks(entries: list[Ready], provider: Provider, run: ExperimentRun) -> list[list[Ready]]:
@@ -314,7 +343,10 @@ async def _submit_one(
     tag = f"b{uuid.uuid4().hex[:16]}"
     requests = [entry.request for entry in chunk]
     custom_ids = [r.custom_id for r in requests]
-    store.open_batch(tag, route.lane, label, min(r.turn for r in requests), custom_ids)
+    stage = min(r.turn for r in requests)
+    if stage < 0:  # a judge's asks: the stage after the trials' last turn
+        stage = run.experiment.turn_count()
+    store.open_batch(tag, route.lane, label, stage, custom_ids)
     try:
         entries = (
             route.provider.batch_entry(r.custom_id, _request(route, r.request)) for r in requests
@@ -390,7 +422,7 @@ async def collect_runs(
 
 def _finished(run: ExperimentRun) -> bool:
     counts = run.store.counts()
-    return counts["pending"] + counts["running"] == 0
+    return counts["pending"] + counts["running"] == 0 and nothing_to_judge(run)
 
 
 async def leave_batches(run: ExperimentRun) -> list[str]:
@@ -401,7 +433,7 @@ async def leave_batches(run: ExperimentRun) -> list[str]:
         cancelled = ""
         if batch["batch_id"]:
             try:
-                await run.routes[batch["model"]].provider.cancel_batch(batch["batch_id"])
+                await route_of(run, batch["model"]).provider.cancel_batch(batch["batch_id"])
                 cancelled = "cancelled at the provider"
             except Exception as exc:  # already ended, or unreachable: it is ignored either way
                 cancelled = f"could not be cancelled ({secrets.redact(str(exc))[:120]}), ignored"

@@ -33,6 +33,7 @@ from trialrun.executor.cache import cache_key
 from trialrun.executor.trial import ExperimentRun, ModelRoute, TurnRequest, last_user
 from trialrun.hashing import canonical, content_hash
 from trialrun.store import JUDGE_TURN, JudgmentRow, utcnow
+from trialrun.store.judgments import JudgeSpend
 from trialrun.templates import Template
 from trialrun.types import Response
 from trialrun.verdicts import VerdictError, VerdictField, VerdictSchema, extract_json
@@ -414,6 +415,53 @@ def _row(
         tally.started_at,
         utcnow(),
     )
+
+
+# ------------------------------------------------------------------ batch mode's asks
+
+
+def after_reply(judge: Judge, reading: Reading, asks: int) -> Reading | None:
+    """What a reply read after `asks` asks comes to, as in `judge_trial`: the final
+    reading, or None when it is to be asked again (an invalid verdict, re-asks left)."""
+    if reading.verdict is not None or not reading.reask:
+        return reading
+    if asks <= judge.config.reasks:
+        return None
+    noun = f"{asks} ask{'s' if asks > 1 else ''}"
+    return Reading(None, f"no valid verdict after {noun}: {reading.error}", reading.kind)
+
+
+def asks_of(messages: list[dict[str, str]]) -> list[list[dict[str, str]]]:
+    """The messages of each ask that led to `messages`: the first ask's prompt, then one
+    more reply and reason per re-ask (`reask_messages`)."""
+    replies = sum(1 for message in messages if message["role"] == "assistant")
+    return [messages[: 2 * k + 1] for k in range(replies + 1)]
+
+
+def spent_row(
+    judge: Judge,
+    trial_id: str,
+    spend: JudgeSpend,
+    asks: int,
+    request_json: str,
+    response: Response | None,
+    reading: Reading,
+) -> JudgmentRow:
+    """A judgment whose asks went out one by one (batch mode): its usage and cost as the
+    store summed them over the asks' attempts, the last reply and what it came to."""
+    tally = _Tally(
+        spend.input_tokens,
+        spend.output_tokens,
+        spend.cost_usd,
+        spend.latency_s,
+        spend.calls,
+        asks,
+        spend.cache_hits,
+        response,
+        request_json,
+        spend.started_at or utcnow(),
+    )
+    return _row(judge, trial_id, tally, response, reading)
 
 
 # ------------------------------------------------------------------ verdicts in records

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -29,6 +30,19 @@ from trialrun.store.rows import (
     TurnOutcome,
 )
 from trialrun.store.schema import utcnow
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeRequest:
+    """A judge's request of a trial in batch mode, as the judge stage reads it back."""
+
+    state: str
+    cache_key: str
+    request: str
+    """Canonical JSON of the ask (its `messages` hold every earlier ask and reply)."""
+    response: str | None
+    error: str | None
+
 
 BATCH_OPEN = ("submitting", "open")
 """Batch states whose requests are still out: `submitting` (written before the provider is
@@ -64,11 +78,14 @@ class BatchTables(StoreBase):
         return {row[0] for row in rows}
 
     def pending_without_open_request(self, after_seq: int, limit: int) -> list[TrialProgress]:
-        """Pending trials (with lane, done turns and failed turns) that have no request out."""
+        """Pending trials (with lane, done turns and failed turns) that have no request out,
+        a judge's included; the turns counted are the trial's own (turn >= 0)."""
         rows = self.conn.execute(
             "SELECT t.seq, t.trial_id, t.item_id, i.data, t.model, t.grid, t.repeat, t.seed, t.lane, "
-            "(SELECT COUNT(*) FROM batch_requests r WHERE r.trial_id=t.trial_id AND r.state='done'), "
-            "(SELECT COUNT(*) FROM batch_requests r WHERE r.trial_id=t.trial_id AND r.state='failed') "
+            "(SELECT COUNT(*) FROM batch_requests r WHERE r.trial_id=t.trial_id AND r.turn>=0 "
+            "AND r.state='done'), "
+            "(SELECT COUNT(*) FROM batch_requests r WHERE r.trial_id=t.trial_id AND r.turn>=0 "
+            "AND r.state='failed') "
             "FROM trials t JOIN items i ON i.item_id = t.item_id "
             "WHERE t.state='pending' AND t.seq>? AND NOT EXISTS (SELECT 1 FROM batch_requests r "
             "WHERE r.trial_id=t.trial_id AND r.state IN ('ready', 'submitted')) "
@@ -88,7 +105,7 @@ class BatchTables(StoreBase):
         ]
 
     def last_done_turns(self, trial_ids: list[str]) -> dict[str, AnsweredTurn]:
-        """Each trial's latest answered turn."""
+        """Each trial's latest answered turn of its own (a judge's requests are not turns)."""
         out: dict[str, AnsweredTurn] = {}
         for start in range(0, len(trial_ids), CHUNK):
             chunk = trial_ids[start : start + CHUNK]
@@ -96,16 +113,17 @@ class BatchTables(StoreBase):
                 "SELECT r.trial_id, r.turn, r.request, r.response FROM batch_requests r "
                 f"WHERE r.state='done' AND r.trial_id IN ({','.join('?' * len(chunk))}) AND "
                 "r.turn = (SELECT MAX(turn) FROM batch_requests x WHERE x.trial_id=r.trial_id "
-                "AND x.state='done')",
+                "AND x.state='done' AND x.turn>=0)",
                 chunk,
             )
             out.update({row[0]: AnsweredTurn(row[1], row[2], row[3]) for row in rows})
         return out
 
     def trial_turns(self, trial_id: str) -> list[TurnOutcome]:
-        """What each of a trial's turns came to, in order."""
+        """What each of a trial's turns came to, in order (its judges' requests left out)."""
         rows = self.conn.execute(
-            "SELECT response, error, attempts FROM batch_requests WHERE trial_id=? ORDER BY turn",
+            "SELECT response, error, attempts FROM batch_requests WHERE trial_id=? AND turn>=0 "
+            "ORDER BY turn",
             (trial_id,),
         )
         return [TurnOutcome(row[0], row[1], row[2]) for row in rows]
@@ -127,6 +145,28 @@ class BatchTables(StoreBase):
             (tag,),
         )
         return {r[0]: OutstandingRequest(*r) for r in rows}
+
+    def judge_requests(self, trial_ids: list[str]) -> dict[str, dict[int, JudgeRequest]]:
+        """The judges' requests of these trials (turn -1 - the judge's index), by trial id
+        and turn."""
+        out: dict[str, dict[int, JudgeRequest]] = {}
+        for start in range(0, len(trial_ids), CHUNK):
+            chunk = trial_ids[start : start + CHUNK]
+            rows = self.conn.execute(
+                "SELECT trial_id, turn, state, cache_key, request, response, error "
+                f"FROM batch_requests WHERE turn<0 AND trial_id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            for row in rows:
+                out.setdefault(row[0], {})[row[1]] = JudgeRequest(*row[2:])
+        return out
+
+    def judge_requests_out(self) -> int:
+        """Judges' requests waiting to be submitted or in a batch."""
+        row = self.conn.execute(
+            "SELECT COUNT(*) FROM batch_requests WHERE turn<0 AND state IN ('ready', 'submitted')"
+        ).fetchone()
+        return int(row[0])
 
     def batch_request_counts(self) -> dict[str, int]:
         rows = self.conn.execute("SELECT state, COUNT(*) FROM batch_requests GROUP BY state")

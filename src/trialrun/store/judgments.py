@@ -14,12 +14,29 @@ again; the trials' own queries (`spend`, cache hits) count turns >= 0 only.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from trialrun.store.base import StoreBase
 from trialrun.store.rows import JudgmentRow, ToJudge
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeSpend:
+    """Usage, cost and calls of one judgment's asks, as the attempts table logged them."""
+
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None
+    """None when an answer's cost is unknown."""
+    latency_s: float
+    calls: int
+    """Attempts that reached the provider (cache hits are attempt 0)."""
+    cache_hits: int
+    started_at: str | None
+
 
 JUDGE_TURN = -1
 """The `turn` of a judge's calls in `attempts` (and of its requests in batch mode, less the
@@ -87,6 +104,20 @@ class JudgmentTables(StoreBase):
             f"SELECT COUNT(*) FROM records r WHERE r.status = 'done' AND ({condition})", values
         ).fetchone()
         return int(row[0])
+
+    def judge_spend(self, trial_id: str, turn: int, keys: list[str]) -> JudgeSpend:
+        """What the asks of one judgment (their cache keys) cost, summed over the attempts
+        logged for the trial under `turn` (batch mode: one turn per judge)."""
+        row = self.conn.execute(
+            "SELECT COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), "
+            "SUM(cost_usd), COALESCE(SUM(response IS NOT NULL AND cost_usd IS NULL), 0), "
+            "COALESCE(SUM(latency_s), 0), COALESCE(SUM(attempt > 0), 0), "
+            "COALESCE(SUM(cache_hit), 0), MIN(started_at) FROM attempts "
+            f"WHERE trial_id=? AND turn=? AND cache_key IN ({','.join('?' * len(keys))})",
+            [trial_id, turn, *keys],
+        ).fetchone()
+        cost = None if row[3] else float(row[2] or 0.0)
+        return JudgeSpend(row[0], row[1], cost, float(row[4]), row[5], row[6], row[7])
 
     def judgment_states(self, trial_id: str) -> dict[tuple[str, str], str]:
         """(judge, spec hash) -> state of a trial's judgments."""
