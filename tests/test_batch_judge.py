@@ -111,6 +111,7 @@ def test_a_two_turn_protocol_plus_an_online_judge_takes_three_stages() -> None:
     for record in records:
         assert record["judge"]["answer"] in ("pass", "fail") and record["judge"]["reasoning"]
         assert record["judge_error"] is None
+        assert len(record["turns"]) == 2  # the judge's reply is no turn of the trial
     assert read_results(run.path) == records  # results.jsonl carries the verdicts too
     # The judge's calls are logged under turn -1 (judge 0), apart from the trials' spend.
     turns = Counter(turn for (turn,) in db_rows(run, "SELECT turn FROM attempts"))
@@ -324,3 +325,13 @@ def test_kill_storm_during_collect_judges_every_trial_once_and_pays_each_ask_onc
             "response IS NOT NULL AND attempt > 0 GROUP BY 1, 2",
         )
         assert len(paid) == 40 and {n for _, _, n in paid} == {1}
+
+
+def test_a_49_turn_protocol_plus_a_judge_is_50_stages() -> None:
+    followups = [f"Follow-up {k + 1}: sure?" for k in range(48)]
+    config = batch_config(followups=followups, grid={}, models=[{"model": "mock/alpha"}])
+    run = trialrun.run(config, wait=True)
+    assert [s[0] for s in stages(run)] == list(range(50))
+    assert stages(run)[-1] == (49, "judge:judge", 4)
+    records = assert_judged_once(run, ["judge"])
+    assert all(len(r["turns"]) == 49 for r in records)

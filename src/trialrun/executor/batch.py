@@ -10,7 +10,9 @@ run's lock):
    `retry.attempts`; expired or cancelled requests are resubmitted);
 3. advance (advance.py): each pending trial with nothing out gets the request of its
    next turn, built from the previous turn's request and answer (a cache hit is
-   answered at once); trials with every turn answered, or a turn failed, get their record;
+   answered at once); trials with every turn answered, or a turn failed, get their record
+   (with online judges, after one more stage: batch_judge.py); once no trial is pending,
+   records a judge has not judged get its requests the same way;
 4. submit the ready requests, grouped per provider client and split by its limits.
 
 A trial moves to its next turn as soon as its previous answer is stored, so a late

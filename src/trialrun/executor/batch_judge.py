@@ -250,10 +250,13 @@ def _judge_page(run: ExperimentRun, page: list[ToJudge]) -> int:
     requests = run.store.judge_requests([row.trial_id for row in page])
     asks: list[BatchRequest] = []
     for row in page:
+        asked = requests.get(row.trial_id, {})
+        if any(request.state in OUT for request in asked.values()):
+            continue  # a judge's ask is out: nothing to do until it comes back
         states = run.store.judgment_states(row.trial_id)
         todo = [(i, j) for i, j in enumerate(run.judges) if (j.name, j.spec_hash) not in states]
         record = orjson.loads(row.record)
-        step = _step(run, row.trial_id, record, todo, requests.get(row.trial_id, {}))
+        step = _step(run, row.trial_id, record, todo, asked)
         if step.final:
             _keep(run, record, step.rows)
             run.store.patch_record(row.trial_id, orjson.dumps(record).decode())

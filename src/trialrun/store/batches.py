@@ -1,6 +1,7 @@
 """Batch mode's tables: `batch_requests` (one row per turn of a trial) and `batches`.
 
-A request of a trial's turn is one `batch_requests` row: `ready` (to submit), `submitted`
+A request of a trial's turn is one `batch_requests` row (a judge's request of a trial too,
+under turn -1 - the judge's index; the queries of the trial's own turns read turn >= 0): `ready` (to submit), `submitted`
 (in the batch `tag`), `done` (its response stored), `failed` (a final error, or out of
 attempts) or `abandoned` (left behind when the run switched to real-time). A batch row
 is written `submitting` *before* the provider is called and becomes `open` with the
