@@ -19,6 +19,7 @@ from statsmodels.stats.proportion import proportion_confint, proportion_effectsi
 from trialrun.errors import TrialrunError
 from trialrun.stats import (
     adjust_p_values,
+    clustered_mcnemar,
     cohens_kappa,
     compare_paired,
     mcnemar,
@@ -347,3 +348,28 @@ def test_kappa_drops_units_missing_a_label_and_refuses_none_left() -> None:
     assert (result.n, result.dropped) == (2, 1)
     with pytest.raises(TrialrunError, match="no unit labelled by both"):
         cohens_kappa([None, "a"], ["a", None])
+
+
+def test_the_clustered_mcnemar_with_one_pair_per_item_is_the_uncorrected_mcnemar() -> None:
+    rng = np.random.default_rng(5)
+    a, b = rng.random(300) < 0.7, rng.random(300) < 0.6
+    codes = np.arange(300)
+    statistic, p, _ = clustered_mcnemar(a & ~b, ~a & b, codes)
+    table = [[int(np.sum(a & b)), int(np.sum(a & ~b))], [int(np.sum(~a & b)), int(np.sum(~a & ~b))]]
+    oracle = sm_mcnemar(table, exact=False, correction=False)
+    assert statistic == pytest.approx(oracle.statistic)
+    assert p == pytest.approx(oracle.pvalue)
+
+
+def test_a_cluster_bootstrap_is_wider_than_a_pair_bootstrap_when_items_agree_with_themselves() -> (
+    None
+):
+    rng = np.random.default_rng(6)
+    items = np.repeat(np.arange(100), 5)
+    a = list(np.repeat(rng.random(100) < 0.6, 5))  # every repeat of an item alike
+    b = list(np.repeat(rng.random(100) < 0.5, 5))
+    pairs = compare_paired(a, b, seed=1)
+    clustered = compare_paired(a, b, clusters=list(items), seed=1)
+    assert clustered.difference == pairs.difference
+    assert (clustered.high - clustered.low) > 1.8 * (pairs.high - pairs.low)  # about sqrt(5)
+    assert clustered.test.startswith("clustered McNemar") and "items" in clustered.ci_method

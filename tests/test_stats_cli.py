@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from scipy import stats as sps
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint, proportion_effectsize
@@ -307,3 +308,24 @@ def test_compare_on_a_field_with_one_value_and_runs_without_pairs_are_refused(
                  dataset={"items": [{"id": "z", "prompt": "?", "answer": "1", "kind": "k"}]})  # fmt: skip
     result = cli("compare", one.name, other.name)
     assert result.code == 2 and "no matched pairs" in result.err
+
+
+def test_with_repeats_comparisons_resample_items_and_use_the_clustered_mcnemar(
+    cli: Cli, write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    run = _run(cli, write_config, tmp_path, items=60, repeats=4)
+    got = _stats_json(cli, run.name, "--compare", "model")
+    (c,) = got["comparisons"]
+    outcome = {(r["model"], r["item_id"], r["repeat"]): r["scores"]["correct"]
+               for r in read_results(run)}  # fmt: skip
+    per_item: dict[str, int] = defaultdict(int)
+    for (model, item, repeat), right in outcome.items():
+        if model == "mock/alpha":
+            other = outcome[("mock/beta", item, repeat)]
+            per_item[item] += int(right and not other) - int(other and not right)
+    d = np.array(list(per_item.values()), dtype=float)
+    statistic = d.sum() ** 2 / np.sum(d**2)  # Durkalski et al. 2003
+    assert c["test"].startswith("clustered McNemar (Durkalski 2003)")
+    assert c["p_value"] == pytest.approx(float(sps.chi2.sf(statistic, 1)))
+    assert c["n_pairs"] == 240 and "resamples of items" in c["diff_ci_method"]
+    assert c["diff_ci_low"] <= c["diff"] <= c["diff_ci_high"]

@@ -267,8 +267,9 @@ def _compare_cells(
             return stats.compare_paired_means(xs, ys, seed=options.seed, resamples=resamples)
         flags_a = [_flag(a.values[i]) for i, _ in matched]
         flags_b = [_flag(b.values[j]) for _, j in matched]
+        items = [a.keys[i] >> REPEAT_BITS for i, _ in matched]
         return stats.compare_paired(
-            flags_a, flags_b, seed=options.seed, resamples=options.resamples
+            flags_a, flags_b, clusters=items, seed=options.seed, resamples=options.resamples
         )
     except TrialrunError as exc:
         raise UsageError(f"{_label(a)} vs {_label(b)}: {exc}") from None
@@ -361,7 +362,8 @@ def _report(reader: _Reader, metric: Metric, options: StatsOptions, runs: bool) 
     if any(g.ci_method.startswith("clustered") for g in groups):
         notes.append(
             "items repeat within a group (repeats): its CI uses the standard error clustered "
-            "by item (Miller 2024), not the Wilson interval"
+            "by item (Miller 2024), not the Wilson interval; binary comparisons resample "
+            "items and use the clustered McNemar test (Durkalski 2003)"
         )
     return StatsReport(
         metric=metric.text, kind="numeric" if numeric else "binary", groups=groups,

@@ -254,10 +254,53 @@ def _bootstrap_difference(
     return float(low), float(high)
 
 
+def _cluster_codes(clusters: Sequence[Hashable]) -> np.ndarray:
+    index: dict[Hashable, int] = {}
+    return np.array([index.setdefault(c, len(index)) for c in clusters], dtype=np.int64)
+
+
+def _bootstrap_clusters(
+    differences: np.ndarray, codes: np.ndarray, confidence: float, resamples: int, seed: int
+) -> tuple[float, float]:
+    """Percentile CI of the mean paired difference, resampling whole clusters (items)
+    with replacement: each resample's estimate is sum of its clusters' difference sums
+    over the sum of their pair counts (chunks keep about a million draws in memory)."""
+    sums = np.bincount(codes, weights=differences)
+    counts = np.bincount(codes).astype(float)
+    m = len(sums)
+    rng = np.random.default_rng(seed)
+    chunk = max(1, 1_000_000 // m)
+    means = []
+    for start in range(0, resamples, chunk):
+        draws = rng.integers(0, m, size=(min(chunk, resamples - start), m))
+        means.append(sums[draws].sum(axis=1) / counts[draws].sum(axis=1))
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(np.concatenate(means), [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def clustered_mcnemar(
+    a_only: np.ndarray, b_only: np.ndarray, codes: np.ndarray
+) -> tuple[float | None, float, str]:
+    """McNemar's test for pairs clustered in items (Durkalski, Palesch, Lipsitz & Rust
+    2003, "Analysis of clustered matched-pair data", Stat Med 22:2417-2428):
+    X^2 = (sum_c (b_c - c_c))^2 / sum_c (b_c - c_c)^2 on 1 df, b_c and c_c the cluster's
+    discordant counts each way. No discordance at all: p = 1.0."""
+    per_cluster = np.bincount(codes, weights=a_only.astype(float) - b_only.astype(float))
+    clusters = len(per_cluster)
+    denominator = float(np.sum(per_cluster**2))
+    if denominator == 0:
+        return None, 1.0, "clustered McNemar (Durkalski 2003): no discordant pairs, p = 1.0"
+    statistic = float(np.sum(per_cluster)) ** 2 / denominator
+    p = float(sps.chi2.sf(statistic, 1))
+    return statistic, p, f"clustered McNemar (Durkalski 2003), chi-square, {clusters} items"
+
+
 def compare_paired(
     a: Sequence[bool | None],
     b: Sequence[bool | None],
     *,
+    clusters: Sequence[Hashable] | None = None,
     confidence: float = 0.95,
     resamples: int = 10_000,
     seed: int = 0,
@@ -266,23 +309,31 @@ def compare_paired(
 
     Pairs with either side missing (None) are dropped and counted. The difference of
     rates gets a percentile CI from a paired bootstrap over units (`resamples` draws,
-    numpy's default_rng(`seed`)); the test is McNemar's (see `mcnemar`).
+    numpy's default_rng(`seed`)); the test is McNemar's (see `mcnemar`). With `clusters`
+    (one per unit: the item, when items repeat) and a cluster holding two pairs or more,
+    the bootstrap resamples clusters and the test is `clustered_mcnemar`.
     Raises TrialrunError when no complete pair is left.
     """
     _z(confidence)
-    if len(a) != len(b):
+    if len(a) != len(b) or (clusters is not None and len(clusters) != len(a)):
         raise ValueError(f"paired outcomes must have one per unit: {len(a)} vs {len(b)}")
-    pairs = [(x, y) for x, y in zip(a, b, strict=True) if x is not None and y is not None]
-    if not pairs:
+    keep = [i for i in range(len(a)) if a[i] is not None and b[i] is not None]
+    if not keep:
         raise TrialrunError(f"no complete pairs to compare ({len(a)} units, all missing)")
-    xs = np.array([x for x, _ in pairs], dtype=int)
-    ys = np.array([y for _, y in pairs], dtype=int)
-    n = len(pairs)
+    xs = np.array([a[i] for i in keep], dtype=int)
+    ys = np.array([b[i] for i in keep], dtype=int)
+    n = len(keep)
     a_only, b_only = int(np.sum(xs > ys)), int(np.sum(xs < ys))
     rate_a, rate_b = float(xs.mean()), float(ys.mean())
-    low, high = _bootstrap_difference(xs - ys, confidence, resamples, seed)
-    ci_method = f"paired bootstrap percentile, {resamples} resamples of units, seed {seed}"
-    statistic, p, test = mcnemar(a_only, b_only)
+    codes = None if clusters is None else _cluster_codes([clusters[i] for i in keep])
+    if codes is not None and int(codes.max()) + 1 < n:
+        low, high = _bootstrap_clusters(xs - ys, codes, confidence, resamples, seed)
+        ci_method = f"cluster bootstrap percentile, {resamples} resamples of items, seed {seed}"
+        statistic, p, test = clustered_mcnemar(xs > ys, xs < ys, codes)
+    else:
+        low, high = _bootstrap_difference(xs - ys, confidence, resamples, seed)
+        ci_method = f"paired bootstrap percentile, {resamples} resamples of units, seed {seed}"
+        statistic, p, test = mcnemar(a_only, b_only)
     return PairedComparison(
         n=n, dropped=len(a) - n, rate_a=rate_a, rate_b=rate_b, difference=rate_a - rate_b,
         low=low, high=high, confidence=confidence, ci_method=ci_method,

@@ -76,7 +76,8 @@ def command(
     CI is clustered by item. --compare pairs records by item id and repeat: McNemar
     (exact binomial below 25 discordant pairs, else chi-square with continuity
     correction), the difference with a seeded paired-bootstrap CI, Cohen's h, and
-    Benjamini-Hochberg q-values over every comparison shown. Numeric metrics get means,
+    Benjamini-Hochberg q-values over every comparison shown; with repeats, the clustered
+    McNemar (Durkalski 2003) and a bootstrap of whole items. Numeric metrics get means,
     normal CIs and a paired t-test.
 
     \b
