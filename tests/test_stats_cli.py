@@ -329,3 +329,30 @@ def test_with_repeats_comparisons_resample_items_and_use_the_clustered_mcnemar(
     assert c["p_value"] == pytest.approx(float(sps.chi2.sf(statistic, 1)))
     assert c["n_pairs"] == 240 and "resamples of items" in c["diff_ci_method"]
     assert c["diff_ci_low"] <= c["diff"] <= c["diff_ci_high"]
+
+
+def test_judge_fields_are_metrics_and_the_first_one_is_the_default(
+    cli: Cli, write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    schema = {"answer": ["pass", "fail"], "score": "int", "reasoning": "str"}
+    run = _run(
+        cli, write_config, tmp_path, items=30, scores={},
+        judge={"model": "mock/judge", "prompt": "Grade: {{ response }}", "schema": schema},
+    )  # fmt: skip
+    records = read_results(run)
+    got = _stats_json(cli, run.name, "--compare", "model")
+    assert got["metric"] == "judge.answer=pass" and got["kind"] == "binary"
+    for g in got["groups"]:
+        verdicts = [r["judge"]["answer"] for r in records if r["model"] == g["model"]]
+        assert (g["n"], g["successes"]) == (30, verdicts.count("pass"))
+    scored = _stats_json(cli, run.name, "--metric", "judge.score")
+    assert scored["kind"] == "numeric"
+    for g in scored["groups"]:
+        values = [r["judge"]["score"] for r in records if r["model"] == g["model"]]
+        assert g["rate"] == pytest.approx(np.mean(values))
+    named = _stats_json(cli, run.name, "--metric", "judges.judge.answer=fail")
+    assert [g["successes"] for g in named["groups"]] == [30 - g["successes"] for g in got["groups"]]
+    result = cli("stats", run.name, "--metric", "judge.answer")
+    assert result.code == 2 and "judge.answer=pass" in result.err
+    result = cli("stats", run.name, "--metric", "judge.score=x")
+    assert result.code == 2 and "is a number" in result.err

@@ -127,7 +127,8 @@ def parse_metric(text: str | None, experiment: Experiment) -> Metric:
     if field.kind in ("enum", "str"):
         example = f"={field.choices[0]}" if field.choices else "=VALUE"
         raise UsageError(
-            f"metric '{text}' is a {field.kind} field; name the value that counts as a "
+            f"metric '{text}' is a {'choice' if field.choices else 'text'} field; name the "
+            "value that counts as a "
             f"success, e.g. {path}{example}"
         )
     kind: Kind = "binary" if field.kind == "bool" else "numeric"
