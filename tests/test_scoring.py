@@ -265,3 +265,14 @@ def test_a_scorer_function_beside_the_config_imports_from_any_folder(
     assert str(project) not in sys.path
     records = read_results(only_run(elsewhere / "runs"))
     assert all(r["scores"] == {"s": True} for r in records)
+
+
+def test_status_counts_each_score(cli: Cli, write_config: Callable[..., Path]) -> None:
+    write_config(scores={"yes": {"regex": "(?i)yes"}, "n": {"number": "1"}}, followups=[])
+    assert cli("run", "exp.yaml").code == 0
+    records = read_results(only_run(Path("runs")))
+    true = sum(1 for r in records if r["scores"]["yes"] is True)
+    null = sum(1 for r in records if r["scores"]["n"] is None)
+    out = cli("status").out
+    assert f"score yes: {true:,} true, {len(records) - true:,} false" in out
+    assert "score n: " in out and f"{null:,} null" in out

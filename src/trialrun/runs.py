@@ -81,6 +81,7 @@ class Run:
             rate = store.recent_rate()
             running = self.is_running()
             meta = store.meta()
+            experiment = Experiment.model_validate(meta["experiment"])
             return {
                 "run_id": self.run_id,
                 "path": str(self.path),
@@ -95,7 +96,8 @@ class Run:
                 "mode": meta.get("mode", "realtime"),
                 "batches": store.batches(),
                 "missing_logprobs": store.missing_logprobs(),
-                "judges": judge_status(store, Experiment.model_validate(meta["experiment"])),
+                "judges": judge_status(store, experiment),
+                "scores": store.score_counts(list(experiment.scores)),
             }
 
     def judges(self) -> list[dict[str, Any]]:

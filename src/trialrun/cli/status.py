@@ -45,6 +45,8 @@ def command(run: str | None, runs_dir: str) -> None:
         f"calls {spend['calls']:,} (cache hits {spend['cache_hits']:,}), tokens in "
         f"{spend['input_tokens']:,} / out {spend['output_tokens']:,}, cost {cost}"
     )
+    for score_line in _score_lines(info["scores"]):
+        console.print(score_line)
     for judge_line in judge_lines(info["judges"]):
         console.print(judge_line)
     if info["eta_s"] is not None:
@@ -84,6 +86,22 @@ def _live_lines(live: dict[str, Any] | None) -> list[str]:
         left = float(seconds) - age
         if left > 0:
             lines.append(f"{lane}: waiting {left:.0f} s more (the server's Retry-After)")
+    return lines
+
+
+def _score_lines(scores: dict[str, dict[str, Any]]) -> list[Text]:
+    """One line per score: true/false with the rate over decided records, or the mean of
+    numbers, and the nulls (a scorer that could not decide, or a failed trial)."""
+    lines = []
+    for name, c in scores.items():
+        parts = []
+        if c["true"] or c["false"]:
+            rate = c["true"] / (c["true"] + c["false"])
+            parts.append(f"{c['true']:,} true, {c['false']:,} false ({rate:.1%})")
+        if c["numbers"]:
+            parts.append(f"{c['numbers']:,} numbers, mean {c['mean']:.4g}")
+        parts.append(f"{c['null']:,} null")
+        lines.append(Text.assemble("score ", plain(name, "bold"), ": ", "; ".join(parts)))
     return lines
 
 

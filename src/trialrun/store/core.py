@@ -339,6 +339,25 @@ class Store(BatchTables, JudgmentTables, AnnotationTables):
         )
         return {(model, grid): n for model, grid, n in rows}
 
+    def score_counts(self, names: list[str]) -> dict[str, dict[str, Any]]:
+        """Per score name over the committed records: how many are true, false, a number
+        (with their mean) and null (a scorer that could not decide, or a failed trial)."""
+        out = {}
+        for name in names:
+            path = "$.scores." + json.dumps(name)
+            row = self.conn.execute(
+                "SELECT SUM(t = 'true'), SUM(t = 'false'), SUM(t IN ('integer', 'real')), "
+                "AVG(CASE WHEN t IN ('integer', 'real') THEN v END), "
+                "SUM(t IS NULL OR t = 'null') FROM (SELECT json_type(record, ?) AS t, "
+                "json_extract(record, ?) AS v FROM records)",
+                (path, path),
+            ).fetchone()
+            keys = ("true", "false", "numbers", "mean", "null")
+            out[name] = {
+                k: (v if k == "mean" else int(v or 0)) for k, v in zip(keys, row, strict=True)
+            }
+        return out
+
     def missing_logprobs(self) -> dict[str, int]:
         """Answered requests per model id that asked for logprobs and got none."""
         rows = self.conn.execute(
