@@ -447,7 +447,10 @@ def test_bad_judge_replies_end_as_judge_errors_with_their_kind(
     marked = {i: marker for i, marker in enumerate(MARKERS)}
     n = len(MARKERS) + 2  # and two items with no marker
     judge = mock_judge("j", "mock/judge") if where == "mock" else server_judge(server, "j")
-    run_dir = run_to_end(config(items(n, marked), [judge]), where)
+    # No faults here: a generous timeout, since an SDK judge's first calls (the client made,
+    # connections opened) take 0.2-0.5 s on this VM and would time out at RETRY's 0.25 s.
+    settings = config(items(n, marked), [judge], retry={**RETRY, "timeout_s": 10})
+    run_dir = run_to_end(settings, where)
 
     judgments = check_judged(run_dir, ["j"])
     records, _ = read_run(run_dir)
