@@ -7,9 +7,11 @@ judge, and no judge call is paid twice."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import sqlite3
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -253,7 +255,8 @@ def test_after_judges_run_once_every_trial_is_done_and_patch_the_records() -> No
     # Turn 1 out, online judge out, then 16 records with the online verdict while the
     # `after` judge's batch is out, then patched with it.
     assert passes[:4] == [(0, 0, 0), (0, 0, 0), (16, 16, 0), (16, 16, 16)]
-    assert_judged_once(run, ["online", "later"])
+    records = assert_judged_once(run, ["online", "later"])
+    assert read_results(run.path) == records  # results.jsonl shows the patched records
     assert [s[0] for s in stages(run)] == [0, 1, 2, 2]
     assert stages(run)[-1] == (2, "judge:later", 16)
 
@@ -285,7 +288,25 @@ def test_kill_storm_during_collect_judges_every_trial_once_and_pays_each_ask_onc
     isolated: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FAKE_API_KEY", KEY)
-    with FakeServer("openai", api_key=KEY, record=False, batch_delay_s=0.2) as server:
+    victim: dict[str, subprocess.Popen[str]] = {}
+    judge_batches: list[str] = []
+
+    def kill_at_the_first_judge_batch(batch: dict[str, Any]) -> None:
+        # Killed after the provider accepted the judge's batch, before the id is stored.
+        stored = server.batches[batch["id"]]  # called after the server's lock is released
+        is_judge = stored["requests"][0]["custom_id"].endswith("_j0")
+        process = victim.get("collect")
+        if process is not None and is_judge and not judge_batches:
+            judge_batches.append(batch["id"])
+            os.kill(process.pid, signal.SIGKILL)
+
+    with FakeServer(
+        "openai",
+        api_key=KEY,
+        record=False,
+        batch_delay_s=0.2,
+        on_batch_create=kill_at_the_first_judge_batch,
+    ) as server:
         config = batch_config(
             models=[on_server(server)],
             grid={},
@@ -298,19 +319,29 @@ def test_kill_storm_during_collect_judges_every_trial_once_and_pays_each_ask_onc
         (run,) = trialrun.api.create_runs([trialrun.load(path)])
         rng = random.Random(3)
         killed = 0
-        for _ in range(4):
+        for _ in range(5):
+            seen = len(server.batch_creates())
             process = trialrun_subprocess(
                 "collect", str(run.path), "--wait", "--quiet", cwd=isolated
             )
-            time.sleep(rng.uniform(0.3, 1.2))
+            victim["collect"] = process  # the one that submits the judge's first batch dies
+            deadline = time.monotonic() + 60
+            while len(server.batch_creates()) == seen and process.poll() is None:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)  # killed once it has made progress, never while importing
+            time.sleep(rng.uniform(0.0, 0.3))
             if process.poll() is None:
                 process.send_signal(signal.SIGKILL)
-                killed += 1
             process.communicate(timeout=60)
+            killed += process.returncode == -signal.SIGKILL
+            victim.clear()
         assert killed >= 3  # most died mid-collect, not after finishing
         trialrun.collect(run, wait=True)
         assert run.counts()["done"] == 40
         assert_judged_once(run, ["judge"])
+        assert judge_batches  # a judge batch was accepted by a process that died
+        events = [kind for _, kind, _ in run.status()["events"]]
+        assert "batch_reconciled" in events
         # Each judge ask succeeded in exactly one batch, and was paid once in the store.
         succeeded: Counter[str] = Counter()
         for batch in server.batches.values():
