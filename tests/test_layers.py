@@ -24,7 +24,8 @@ LAYERS: list[tuple[str, ...]] = [
     # 3: experiments into trials, and running them
     ("plan", "dataset", "executor", "routing", "export", "provenance", "testing", "scoring"),
     # 4: the public API
-    ("api", "loading", "runs", "running", "rescoring", "analysis", "pilot", "annotation", "judging"),
+    ("api", "loading", "runs", "running", "rescoring", "analysis", "pilot", "annotation", "judging",
+     "report"),
     # 5: what people see, and tools over the API
     ("display", "estimate", "doctor"),
     # 6: the command line, the package's front, and the reference generated from the CLI

@@ -11,6 +11,7 @@ A facade: each name lives in the module that owns its job, and is re-exported he
 - `trialrun.annotation`: blinded sheets for human coders, their labels, agreement.
 - `trialrun.analysis`: a run's (or several runs') statistics: `run_stats`, `compare_runs`.
 - `trialrun.pilot`: what a pilot run tells a power analysis (`read_pilot`).
+- `trialrun.report`: a run's statistics and trials as one HTML file (`write_report`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ from trialrun.loading import load_many as load_many
 from trialrun.loading import plan_summary as plan_summary
 from trialrun.pilot import Pilot as Pilot
 from trialrun.pilot import read_pilot as read_pilot
+from trialrun.report import REPORT_MAX_METRICS as REPORT_MAX_METRICS
+from trialrun.report import ReportData as ReportData
+from trialrun.report import ReportOptions as ReportOptions
+from trialrun.report import build_report as build_report
+from trialrun.report import write_report as write_report
 from trialrun.rescoring import ScoreSummary as ScoreSummary
 from trialrun.rescoring import score_run as score_run
 from trialrun.running import Interrupted as Interrupted
