@@ -10,7 +10,8 @@ done records and, judged, N judgments with a verdict. The runs are interleaved
 (unjudged, judged, unjudged, ...) so drift on the machine hits both alike.
 
 Wall seconds are measured inside the child from CLI entry to exit; CPU seconds and peak
-RSS (`ru_maxrss`) are the child's own. Usage:
+RSS (`ru_maxrss`) are the child's own; server CPU seconds are the fake server's over the
+child's life (from /proc; Linux only), since both share the machine. Usage:
 
     python bench/bench_judge.py                       # N = 2,000 and 4,000, 30 ms, C = 64, 3 runs
     python bench/bench_judge.py --n 2000 --runs 1 --latency-ms 20
@@ -64,6 +65,15 @@ def start_server(latency_ms: float) -> tuple[subprocess.Popen[str], str]:
     return server, url
 
 
+def cpu_s(pid: int) -> float:
+    """A process's CPU seconds so far (user + system), from /proc; NaN where there is none."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def write_config(folder: Path, url: str, n: int, concurrency: int, judged: bool) -> Path:
     with (folder / "items.jsonl").open("w") as handle:
         for i in range(n):
@@ -104,7 +114,10 @@ def check_run(run_dir: Path, n: int, judged: bool) -> None:
         )
 
 
-def one_run(url: str, n: int, concurrency: int, judged: bool) -> dict[str, float]:
+def one_run(
+    server: subprocess.Popen[str], url: str, n: int, concurrency: int, judged: bool
+) -> dict[str, float]:
+    server_before = cpu_s(server.pid)
     with tempfile.TemporaryDirectory(prefix="trialrun-judge-bench-") as tmp:
         folder = Path(tmp)
         config = write_config(folder, url, n, concurrency, judged)
@@ -120,12 +133,14 @@ def one_run(url: str, n: int, concurrency: int, judged: bool) -> dict[str, float
         line = next((ln for ln in out.stdout.splitlines() if ln.startswith("BENCH")), None)
         if line is None or not line.endswith(" 0"):
             raise SystemExit(f"benchmark run failed:\n{out.stdout}\n{out.stderr[-3000:]}")
+        server_cpu = cpu_s(server.pid) - server_before
         _, wall, rss_kb, cpu, _ = line.split()
         check_run(next((folder / "runs").iterdir()), n, judged)
     return {
         "trials_per_s": n / float(wall),
         "wall_s": float(wall),
         "cpu_s": float(cpu),
+        "server_cpu_s": server_cpu,
         "rss_mb": int(rss_kb) / 1024,
     }
 
@@ -153,15 +168,18 @@ def main() -> None:
         f"fake OpenAI server at {args.latency_ms:g} ms, C = {args.concurrency}; "
         f"median (min–max) of {args.runs} runs, interleaved\n"
     )
-    print("| N | judge | trials/s | calls/s | wall s | CPU s | peak RSS MB | judged ÷ unjudged |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| N | judge | trials/s | calls/s | wall s | CPU s | server CPU s | peak RSS MB "
+        "| judged ÷ unjudged |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     server, url = start_server(args.latency_ms)
     try:
         for n in args.n:
             results: dict[bool, list[dict[str, float]]] = {False: [], True: []}
             for _ in range(args.runs):
                 for judged in (False, True):
-                    results[judged].append(one_run(url, n, args.concurrency, judged))
+                    results[judged].append(one_run(server, url, n, args.concurrency, judged))
             base = statistics.median(r["trials_per_s"] for r in results[False])
             for judged in (False, True):
                 runs = results[judged]
@@ -172,6 +190,7 @@ def main() -> None:
                     f"| {n:,} | {'online' if judged else 'none'} | {spread(rate)} | "
                     f"{spread(calls)} | {spread([r['wall_s'] for r in runs], 1)} | "
                     f"{spread([r['cpu_s'] for r in runs], 1)} | "
+                    f"{spread([r['server_cpu_s'] for r in runs], 1)} | "
                     f"{spread([r['rss_mb'] for r in runs], 1)} | {ratio} |",
                     flush=True,
                 )
