@@ -92,6 +92,9 @@ RECORD_KEYS = {
     "elapsed_s",
     "retries",
     "cost_usd",
+    "canaries",
+    "trialrun_version",
+    "config_hash",
 }
 TURN_KEYS = {
     "response",

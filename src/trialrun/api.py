@@ -11,6 +11,8 @@ A facade: each name lives in the module that owns its job, and is re-exported he
 - `trialrun.annotation`: blinded sheets for human coders, their labels, agreement.
 - `trialrun.analysis`: a run's (or several runs') statistics: `run_stats`, `compare_runs`.
 - `trialrun.pilot`: what a pilot run tells a power analysis (`read_pilot`).
+- `trialrun.integrity`: duplicates and overlap in datasets (`check_data`), canaries.
+- `trialrun.verification`: a run folder checked against its manifest (`verify_run`).
 - `trialrun.report`: a run's statistics and trials as one HTML file (`write_report`).
 """
 
@@ -25,6 +27,8 @@ from trialrun.annotation import agreement as agreement
 from trialrun.annotation import export_disagreements as export_disagreements
 from trialrun.annotation import export_sheets as export_sheets
 from trialrun.annotation import import_sheet as import_sheet
+from trialrun.integrity import check_data as check_data
+from trialrun.integrity import found_anything as found_anything
 from trialrun.judging import JudgePass as JudgePass
 from trialrun.judging import judge_run as judge_run
 from trialrun.loading import Prepared as Prepared
@@ -56,3 +60,5 @@ from trialrun.runs import create_run as create_run
 from trialrun.runs import create_runs as create_runs
 from trialrun.runs import list_runs as list_runs
 from trialrun.runs import open_run as open_run
+from trialrun.verification import VerifyLine as VerifyLine
+from trialrun.verification import verify_run as verify_run

@@ -345,6 +345,24 @@ class OutputConfig(StrictModel):
     """Folder that holds run folders; relative to the current directory."""
 
 
+class IntegrityConfig(StrictModel):
+    """Checks of the data a run uses: refuse overlap with other datasets, flag canaries."""
+
+    disjoint_from: list[str] = Field(default_factory=list)
+    """Dataset files (JSON, JSONL, CSV; relative to the config's folder) none of whose items may be in this dataset: the run refuses to start while any item's text, normalised (NFKC, case-folded, whitespace collapsed), equals one of theirs."""
+    fields: list[str] | None = None
+    """The item fields whose string values, joined, make an item's text; by default every string field but the id (`trialrun check-data --field` is the same)."""
+    canaries: list[str] = Field(default_factory=list)
+    """Canary strings: every record whose responses contain one (case-sensitive) lists it in its `canaries` field, and `status` counts those records."""
+
+    @field_validator("canaries")
+    @classmethod
+    def _no_empty_canary(cls, canaries: list[str]) -> list[str]:
+        if any(not c for c in canaries):
+            raise ValueError("an empty canary string would match every response")
+        return canaries
+
+
 class Experiment(StrictModel):
     name: str = Field(pattern=NAME_PATTERN)
     """Experiment name (at most 100 characters); it names run folders and enters trial ids."""
@@ -384,6 +402,8 @@ class Experiment(StrictModel):
     """Deterministic scorers by name, run on each finished trial without a model call (`correct: {regex: "^VERDICT: yes"}`); values land in the record's `scores`, the reason for each null in `score_errors`. `trialrun score RUN` adds or recomputes them later."""
     judge: JudgeConfig | list[JudgeConfig] | None = None
     """An LLM judge, or a list of named judges, grading each done trial: verdicts land in the record's `judge` (the first judge's), `judges` (every judge's, by name) and, when a judge fails, `judge_error`/`judge_errors`."""
+    integrity: IntegrityConfig = Field(default_factory=IntegrityConfig)
+    """Data checks: `disjoint_from` datasets this one must not overlap, `canaries` to flag in responses."""
 
     @field_validator("name")
     @classmethod

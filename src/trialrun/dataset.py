@@ -156,6 +156,12 @@ def _format_of(path: Path) -> str:
     )
 
 
+def read_rows(path: Path, fmt: str | None = None) -> Rows:
+    """A dataset file's rows as a run reads them, unchecked (`check-data`, `integrity`):
+    the format from `fmt` or the extension; a missing file raises FileNotFoundError."""
+    return _read_file(path, fmt or _format_of(path))
+
+
 def _read_file(path: Path, fmt: str) -> Rows:
     if fmt == "jsonl":
         return _read_jsonl(path)

@@ -1,4 +1,5 @@
-"""Checks a researcher wants before a long run: Python, packages, disk, cache, keys."""
+"""Checks a researcher wants before a long run: Python, packages, disk, cache, keys, and a
+config's dataset (found, parsed, its item count)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from trialrun import providers, secrets
+from trialrun.config import DatasetConfig
 from trialrun.config_yaml import read_yaml
+from trialrun.dataset import load_dataset
 from trialrun.env_refs import env_references, resolve_env
+from trialrun.errors import TrialrunError
 from trialrun.executor.cache import cache_dir
 from trialrun.provenance import PACKAGES, versions
 from trialrun.providers import registry
@@ -59,6 +65,7 @@ def config_checks(config: Path, *, ping: bool = True) -> list[Check]:
         checks.append(
             Check(f"env {name}", present, "set" if present else "not set: export it before running")
         )
+    checks.append(dataset_check(raw, config))
     entries = [m for m in raw.get("models") or [] if isinstance(m, dict)]
     seen: set[tuple[str, str, str]] = set()
     for entry in entries:
@@ -71,6 +78,23 @@ def config_checks(config: Path, *, ping: bool = True) -> list[Check]:
             seen.add(endpoint)
             checks += _provider_checks(entry, ping)
     return checks
+
+
+def dataset_check(raw: dict[str, Any], config: Path) -> Check:
+    """The config's dataset found, read and checked as a run reads it (ids, limit, sample;
+    not the templates' fields), with its item count."""
+    try:
+        cfg = DatasetConfig.model_validate(raw.get("dataset"))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in ("dataset", *error["loc"]))
+        return Check("dataset", False, f"{where}: {error['msg']}")
+    try:
+        dataset = load_dataset(cfg, config.resolve().parent, str(config))
+    except TrialrunError as exc:
+        return Check("dataset", False, str(exc))
+    where = cfg.path if cfg.path is not None else "dataset.items"
+    return Check("dataset", True, f"{where}: {len(dataset):,} items")
 
 
 def _provider_checks(entry: dict[str, Any], ping: bool) -> list[Check]:

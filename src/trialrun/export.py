@@ -4,16 +4,22 @@ Every file written here is written whole or not at all (`atomic_output`): a kill
 midway leaves the previous file, or none, never a truncated one that looks valid.
 The CSV's columns are described once, in `CSV_COLUMNS` and `CSV_PATTERN_COLUMNS`;
 `csv_row` fills exactly those and docs/reference.md's column reference is generated from them.
+Parquet (pyarrow, the `parquet` extra) and `Run.to_pandas()` take the same columns plus the
+verdicts (`flat_row`); `--partition-by FIELD` writes one file per value of a column.
 """
 
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import os
+import re
+import shutil
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import IO, Any
 
 from trialrun.errors import UsageError
@@ -167,7 +173,8 @@ def _cell(value: Any) -> Any:
 
 
 def export(store: Store, fmt: str, out: IO[str]) -> int:
-    """Write every committed record to `out` as JSONL or CSV; returns the count."""
+    """Write every committed record to `out` as JSONL or CSV (parquet: `export_file`);
+    returns the count."""
     if fmt == "jsonl":
         count = 0
         for record in store.records():
@@ -176,7 +183,9 @@ def export(store: Store, fmt: str, out: IO[str]) -> int:
         return count
     if fmt == "csv":
         return _export_csv(store, out)
-    raise UsageError(f"--format '{fmt}': expected jsonl or csv")
+    if fmt == "parquet":
+        raise UsageError("--format parquet writes a file: give -o FILE")
+    raise UsageError(f"--format '{fmt}': expected jsonl, csv or parquet")
 
 
 def export_file(store: Store, fmt: str, path: Path) -> int:
@@ -187,6 +196,8 @@ def export_file(store: Store, fmt: str, path: Path) -> int:
         raise UsageError(f"{folder}: no such folder; create it or choose another output path")
     if not os.access(folder, os.W_OK):
         raise UsageError(f"{folder}: folder not writable; choose another output path")
+    if fmt == "parquet":
+        return _write_parquet(store, path)
     with atomic_output(path) as handle:
         return export(store, fmt, handle)
 
@@ -207,3 +218,245 @@ def _export_csv(store: Store, out: IO[str]) -> int:
 
 def _parsed(records: Iterable[str]) -> Iterator[dict[str, Any]]:
     return (json.loads(record) for record in records)
+
+
+# ------------------------------------------------------------------ parquet, pandas, partitions
+
+PARTITION_LIMIT = 256
+"""Files one `--partition-by` export may write at most (each is open while it is written)."""
+PARQUET_BATCH = 10_000
+"""Rows per parquet row group: memory holds one group per open file."""
+
+
+def flat_row(record: dict[str, Any]) -> dict[str, Any]:
+    """The CSV row plus the verdicts: `judge.<field>` (the first judge's),
+    `judges.<name>.<field>` (each judge's), and `judge_errors.<name>` (its error as JSON)."""
+    row = csv_row(record)
+    for field, value in (record.get("judge") or {}).items():
+        row[f"judge.{field}"] = _cell(value)
+    for name, verdict in (record.get("judges") or {}).items():
+        for field, value in (verdict or {}).items():
+            row[f"judges.{name}.{field}"] = _cell(value)
+    for name, error in (record.get("judge_errors") or {}).items():
+        row[f"judge_errors.{name}"] = None if error is None else _cell(error)
+    return row
+
+
+def _pyarrow() -> ModuleType:
+    try:
+        return importlib.import_module("pyarrow")
+    except ImportError:
+        raise UsageError("parquet needs pyarrow: pip install 'trialrun[parquet]'") from None
+
+
+class Columns:
+    """The columns of a run's rows, in first-seen order, with the kinds of values seen."""
+
+    def __init__(self) -> None:
+        self.kinds: dict[str, set[str]] = {}
+
+    def see(self, row: dict[str, Any]) -> None:
+        for key, value in row.items():
+            seen = self.kinds.setdefault(key, set())
+            if value is not None:
+                seen.add("bool" if isinstance(value, bool) else type(value).__name__)
+
+    def types(self) -> dict[str, str]:
+        """Each column's arrow type: bool, int64, float64, or string (values of mixed
+        kinds, or none but nulls, are written as text)."""
+        return {key: _arrow_type(seen) for key, seen in self.kinds.items()}
+
+
+def _arrow_type(seen: set[str]) -> str:
+    if seen == {"bool"}:
+        return "bool_"
+    if seen == {"int"}:
+        return "int64"
+    if seen and seen <= {"int", "float"}:
+        return "float64"
+    return "string"
+
+
+def _schema(types: dict[str, str]) -> Any:
+    pa = _pyarrow()
+    return pa.schema([(name, getattr(pa, kind)()) for name, kind in types.items()])
+
+
+def _typed(row: dict[str, Any], types: dict[str, str]) -> dict[str, Any]:
+    out = {}
+    for name, kind in types.items():
+        value = row.get(name)
+        if value is not None and kind == "string" and not isinstance(value, str):
+            value = json.dumps(value)
+        elif value is not None and kind == "float64":
+            value = float(value)
+        out[name] = value
+    return out
+
+
+class _ParquetOut:
+    """One parquet file being written in row groups of `PARQUET_BATCH` rows."""
+
+    def __init__(self, path: Path, types: dict[str, str]) -> None:
+        pq = importlib.import_module("pyarrow.parquet")
+        self.types, self.schema = types, _schema(types)
+        self.writer = pq.ParquetWriter(str(path), self.schema)
+        self.rows: list[dict[str, Any]] = []
+
+    def write(self, row: dict[str, Any]) -> None:
+        self.rows.append(_typed(row, self.types))
+        if len(self.rows) >= PARQUET_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            table = _pyarrow().Table.from_pylist(self.rows, schema=self.schema)
+            self.writer.write_table(table)
+            self.rows = []
+
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()
+
+
+def _write_parquet(store: Store, path: Path) -> int:
+    """Every record as one parquet row (`flat_row`), whole or not at all; two passes over
+    the store (the column types, then the rows), so memory holds one row group."""
+    _pyarrow()
+    columns = Columns()
+    for record in _parsed(store.records()):
+        columns.see(flat_row(record))
+    tmp = path.with_name(f".{path.name}.tmp")
+    count = 0
+    try:
+        out = _ParquetOut(tmp, columns.types())
+        for record in _parsed(store.records()):
+            out.write(flat_row(record))
+            count += 1
+        out.close()
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return count
+
+
+def records_frame(store: Store) -> Any:
+    """Every committed record as a pandas DataFrame, one row a trial, the parquet columns
+    and types (through pyarrow when it is installed); pandas is optional."""
+    try:
+        pd = importlib.import_module("pandas")
+    except ImportError:
+        raise UsageError("to_pandas needs pandas: pip install 'trialrun[parquet]'") from None
+    rows = [flat_row(r) for r in _parsed(store.records())]
+    columns = Columns()
+    for row in rows:
+        columns.see(row)
+    types = columns.types()
+    typed = [_typed(row, types) for row in rows]
+    try:
+        pa = importlib.import_module("pyarrow")
+    except ImportError:
+        return pd.DataFrame(typed, columns=list(types))
+    return pa.Table.from_pylist(typed, schema=_schema(types)).to_pandas()
+
+
+def _file_stem(value: Any, taken: set[str]) -> str:
+    text = "none" if value is None or value == "" else str(value)
+    stem = re.sub(r"[^A-Za-z0-9._=-]+", "_", text).strip("._")[:100] or "_"
+    name, n = stem, 2
+    while name in taken:
+        name, n = f"{stem}-{n}", n + 1
+    taken.add(name)
+    return name
+
+
+def export_partitioned(store: Store, fmt: str, folder: Path, field: str) -> dict[str, int]:
+    """One file per value of the column `field` (`model`, `grid.concept`, `item.category`)
+    in `folder`, named `<value>.<fmt>` (made safe for a file name), each with the columns
+    of the whole run. Two passes over the store (values and columns, then rows); the files
+    are written beside and moved in at the end, so a failure leaves the folder as it was.
+    Returns records per file name."""
+    if fmt == "parquet":
+        _pyarrow()
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{folder}: not a folder; --partition-by writes a folder of files")
+    names, columns = _partitions(store, fmt, field)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".partition-{os.getpid()}.tmp"
+    tmp.mkdir(exist_ok=True)
+    outs: dict[str, _PartitionOut] = {}
+    try:
+        for text in store.records():
+            record = json.loads(text)
+            row = flat_row(record)
+            name = names[json.dumps(row[field], default=str)]
+            if name not in outs:
+                outs[name] = _PartitionOut(tmp / name, fmt, columns)
+            outs[name].write(text, record, row)
+        for out in outs.values():
+            out.close()
+        for name in outs:
+            os.replace(tmp / name, folder / name)
+    finally:
+        for out in outs.values():
+            out.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {name: out.count for name, out in outs.items()}
+
+
+def _partitions(store: Store, fmt: str, field: str) -> tuple[dict[str, str], Columns]:
+    """The file name for each value of `field` (keyed by the value's JSON), and the run's
+    columns (CSV: `csv_row`'s; parquet and JSONL: `flat_row`'s)."""
+    names: dict[str, str] = {}
+    taken: set[str] = set()
+    columns = Columns()
+    for record in _parsed(store.records()):
+        row = flat_row(record)
+        if field not in row:
+            raise UsageError(
+                f"--partition-by {field}: no such column (e.g. model, status, grid.KEY, "
+                "item.FIELD, scores.NAME, judge.FIELD)"
+            )
+        key = json.dumps(row[field], default=str)
+        if key not in names:
+            if len(names) >= PARTITION_LIMIT:
+                raise UsageError(
+                    f"--partition-by {field}: more than {PARTITION_LIMIT} values; "
+                    "choose a field with fewer"
+                )
+            names[key] = f"{_file_stem(row[field], taken)}.{fmt}"
+        columns.see(csv_row(record) if fmt == "csv" else row)
+    return names, columns
+
+
+class _PartitionOut:
+    """One partition's file, open while the export runs."""
+
+    def __init__(self, path: Path, fmt: str, columns: Columns) -> None:
+        self.fmt, self.count, self.closed = fmt, 0, False
+        self.parquet = _ParquetOut(path, columns.types()) if fmt == "parquet" else None
+        self.handle = None if self.parquet else path.open("w", encoding="utf-8", newline="")
+        self.csv: csv.DictWriter[str] | None = None
+        if fmt == "csv" and self.handle is not None:
+            fields = [*CSV_FIELDS, *(k for k in columns.kinds if k not in CSV_COLUMNS)]
+            self.csv = csv.DictWriter(self.handle, fieldnames=fields, extrasaction="ignore")
+            self.csv.writeheader()
+
+    def write(self, text: str, record: dict[str, Any], row: dict[str, Any]) -> None:
+        self.count += 1
+        if self.parquet is not None:
+            self.parquet.write(row)
+        elif self.csv is not None:
+            self.csv.writerow(csv_row(record))
+        elif self.handle is not None:
+            self.handle.write(text + "\n")
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.parquet is not None:
+            self.parquet.close()
+        if self.handle is not None:
+            self.handle.close()

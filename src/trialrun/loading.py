@@ -21,8 +21,10 @@ from trialrun.config_yaml import read_yaml
 from trialrun.dataset import Dataset, load_dataset
 from trialrun.errors import ConfigError, unstorable_text
 from trialrun.executor.judge import compile_prompt, read_prompt_files
+from trialrun.integrity import check_disjoint
 from trialrun.overrides import Overridden, apply_overrides, expand_multirun, override_label
 from trialrun.plan import Shard, cell_count, count_trials, expand
+from trialrun.provenance import prompt_files
 from trialrun.routing import (
     ModelCheck,
     check_models,
@@ -68,6 +70,8 @@ class Prepared:
     """What deserves a look before running (printed as `warning: ...` by `plan` and `run`)."""
     models: ModelCheck = field(default_factory=ModelCheck)
     """Keys a real run needs, and each model's provider built offline (see `check_models`)."""
+    prompt_files: dict[str, str] = field(default_factory=dict)
+    """Judge name -> the prompt file it was read from (manifest.json names and hashes it)."""
     progress: Progress | None = None
     """Set by a display to show the trials being counted or written (a plan can be huge)."""
     _by_model: dict[str, int] | None = field(default=None, repr=False)
@@ -129,6 +133,7 @@ def load(
         path = Path(config)
         raw, source, base_dir = read_yaml(path), str(path), path.resolve().parent
     experiment = validate(apply_overrides(raw, list(overrides)), source)
+    prompts = prompt_files(experiment, base_dir)
     experiment = read_prompt_files(experiment, base_dir, source)
     checked = check_models(experiment, mock, source, need_keys=need_keys)
     conversation = Conversation(experiment, source)
@@ -144,12 +149,17 @@ def load(
             template.check_fields(item, where)
 
     dataset = load_dataset(experiment.dataset, base_dir, source, check_item)
+    integrity = experiment.integrity
+    check_disjoint(
+        dataset, integrity.disjoint_from, integrity.fields, experiment.dataset.id, base_dir, source
+    )
     if isinstance(shard, str):
         shard = Shard.parse(shard)
     prepared = Prepared(
         experiment, source, base_dir, dataset, conversation, mock, shard, limit, list(overrides)
     )
     prepared.models = checked
+    prepared.prompt_files = prompts
     prepared.warnings = _warnings(prepared)
     return prepared
 

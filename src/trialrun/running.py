@@ -33,11 +33,12 @@ from trialrun.executor.trial import ExperimentRun
 from trialrun.export import RESULTS_NAME, ResultsFile
 from trialrun.loading import ConfigSource, Prepared, load
 from trialrun.plan import Shard
+from trialrun.provenance import finish
 from trialrun.routing import build_judge_routes, build_routes
 from trialrun.runs import Run, RunBusy, create_runs, lock_run, open_run
 from trialrun.sandbox import signals_stop_renders
 from trialrun.scoring import Scorers
-from trialrun.store import Store
+from trialrun.store import Store, utcnow
 from trialrun.templates import Conversation
 
 
@@ -279,6 +280,8 @@ def _close(opened: Opened, caches: dict[Path, ResponseCache], locks: list[Binary
         experiment_run.store.clear_live()
         experiment_run.store.reset_running()
         results.rewrite(experiment_run.store)
+        counts = experiment_run.store.counts()
+        finish(results.path.parent, utcnow(), not counts["pending"] + counts["running"])
         experiment_run.store.close()
     for cache in caches.values():
         cache.close()
@@ -322,6 +325,7 @@ def _open_for_execution(
         mode=mode or stored_mode,
         switched=switched,
         scorers=Scorers(experiment, meta["source"], meta["id_field"]),
+        config_hash=meta.get("hashes", {}).get("config"),
     )
     judge_routes = build_judge_routes(experiment, mock, observer.warn)
     experiment_run.judges = compile_judges(experiment, judge_routes, meta["source"])

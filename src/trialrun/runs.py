@@ -25,7 +25,7 @@ import yaml
 from trialrun.config import Experiment
 from trialrun.errors import ConfigError, RunNotFoundError, StoreError
 from trialrun.executor.judge import spec_hash
-from trialrun.export import RESULTS_NAME
+from trialrun.export import RESULTS_NAME, records_frame
 from trialrun.hashing import content_hash
 from trialrun.loading import Prepared
 from trialrun.provenance import git_state, manifest
@@ -70,6 +70,13 @@ class Run:
     def summary(self) -> list[dict[str, Any]]:
         with self.store() as store:
             return store.summary()
+
+    def to_pandas(self) -> Any:
+        """The committed records as a pandas DataFrame: one row a trial, the columns of
+        `trialrun export --format parquet` (scores and verdicts among them). Needs pandas:
+        pip install 'trialrun[parquet]'."""
+        with self.store() as store:
+            return records_frame(store)
 
     def is_running(self) -> bool:
         return locked_by_other(self.path)

@@ -30,6 +30,7 @@ def cli() -> None:
 def register() -> None:
     from trialrun.cli import (
         annotate,
+        check_data,
         collect,
         compare,
         doctor,
@@ -44,6 +45,7 @@ def register() -> None:
         score,
         stats,
         status,
+        verify,
     )
 
     for module in (
@@ -61,6 +63,8 @@ def register() -> None:
         export,
         ls,
         doctor,
+        verify,
+        check_data,
     ):
         cli.add_command(module.command)
     cli.add_command(annotate.command)

@@ -16,7 +16,7 @@ from trialrun.display import plain
 @click.argument("config", required=False, type=click.Path(dir_okay=False))
 @runs_dir_option
 def command(config: str | None, runs_dir: str) -> None:
-    """Check Python, packages, disk and cache; with CONFIG, its providers and keys.
+    """Check Python, packages, disk and cache; with CONFIG, its dataset, providers and keys.
 
     Keys are reported as set or not set, never printed. Exits 1 if a check fails.
     """

@@ -9,7 +9,8 @@ import click
 
 from trialrun import api
 from trialrun.cli.common import runs_dir_option
-from trialrun.export import export, export_file
+from trialrun.errors import UsageError
+from trialrun.export import export, export_file, export_partitioned
 
 
 @click.command("export")
@@ -17,26 +18,57 @@ from trialrun.export import export, export_file
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["jsonl", "csv"]),
+    type=click.Choice(["jsonl", "csv", "parquet"]),
     default="jsonl",
     show_default=True,
-    help="Output format.",
+    help="Output format (parquet needs pyarrow: pip install 'trialrun[parquet]').",
 )
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False, writable=True),
-    help="File to write whole, replacing it only once complete (default: standard output).",
+    type=click.Path(writable=True),
+    help="File to write whole, replacing it only once complete (default: standard output); "
+    "with --partition-by, the folder for the files.",
+)
+@click.option(
+    "--partition-by",
+    metavar="FIELD",
+    help="One file per value of a column (model, status, grid.KEY, item.FIELD, judge.FIELD): "
+    "OUTPUT/<value>.<format>.",
 )
 @runs_dir_option
-def command(run: str | None, fmt: str, output: str | None, runs_dir: str) -> None:
-    """Export RUN's committed records as JSONL (one record a line) or flat CSV."""
+def command(
+    run: str | None, fmt: str, output: str | None, partition_by: str | None, runs_dir: str
+) -> None:
+    """Export RUN's committed records as JSONL (one record a line), flat CSV, or Parquet.
+
+    CSV and Parquet have one row a trial; Parquet adds the verdicts as columns
+    (judge.FIELD, judges.NAME.FIELD, judge_errors.NAME) and keeps each column's type
+    (bool, int, float, text). In Python, `trialrun.open_run(RUN).to_pandas()` gives the
+    same table as a pandas DataFrame.
+
+    \b
+    Examples:
+      trialrun export RUN -o results.jsonl
+      trialrun export RUN --format parquet -o results.parquet
+      trialrun export RUN --format jsonl --partition-by grid.concept -o by_concept/
+    """
     target = api.open_run(run, runs_dir)
+    if (fmt == "parquet" or partition_by) and output is None:
+        need = "--partition-by" if partition_by else "--format parquet"
+        raise UsageError(f"{need} writes files: give -o {'FOLDER' if partition_by else 'FILE'}")
     store = target.store()
     try:
         if output is None:
             export(store, fmt, sys.stdout)
             return
+        if partition_by:
+            written = export_partitioned(store, fmt, Path(output), partition_by)
+            count = sum(written.values())
+            click.echo(f"{count} records → {output} ({len(written)} files)", err=True)
+            return
+        if Path(output).is_dir():
+            raise UsageError(f"{output}: is a folder; name a file to write")
         count = export_file(store, fmt, Path(output))
         click.echo(f"{count} records → {output}", err=True)
     finally:

@@ -49,6 +49,8 @@ def command(run: str | None, runs_dir: str) -> None:
         console.print(score_line)
     for judge_line in judge_lines(info["judges"]):
         console.print(judge_line)
+    if info["canaries"] is not None:
+        console.print(f"canaries: {info['canaries']:,} records with a canary in a response")
     if info["eta_s"] is not None:
         console.print(f"rate {info['rate_per_s']:.1f} trials/s, ETA {info['eta_s']:.0f} s")
     if info["batches"]:

@@ -31,9 +31,11 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from trialrun import __version__
 from trialrun.config import SAMPLING_PARAMS, Experiment, ModelConfig
 from trialrun.executor.cache import ResponseCache, cache_key
 from trialrun.hashing import canonical
+from trialrun.integrity import canaries_in
 from trialrun.pricing import Price
 from trialrun.providers.base import Provider
 from trialrun.scoring import Scorers
@@ -107,6 +109,8 @@ class ExperimentRun:
     """Judgments made in this process per judge name: [verdicts, errors]."""
     on_judged: Callable[[int], None] | None = None
     """Told how many committed records a judging pass has just judged (`trialrun judge`)."""
+    config_hash: str | None = None
+    """The run's config hash (meta `hashes.config`), written into every record."""
 
     def online_judges(self) -> list[Judge]:
         return [j for j in self.judges if j.config.when == "online"]
@@ -479,4 +483,9 @@ def _record(
         "elapsed_s": None,
         "retries": result.retries,
         "cost_usd": cost,
+        "canaries": canaries_in(
+            (t["response"] for t in result.turns), run.experiment.integrity.canaries
+        ),
+        "trialrun_version": __version__,
+        "config_hash": run.config_hash,
     }
