@@ -22,11 +22,31 @@ LAYERS: list[tuple[str, ...]] = [
     # 2: the outside world and the run's database
     ("providers", "store", "templates"),
     # 3: experiments into trials, and running them
-    ("plan", "dataset", "executor", "routing", "export", "provenance", "testing", "scoring",
-     "integrity"),
+    (
+        "plan",
+        "dataset",
+        "executor",
+        "routing",
+        "export",
+        "provenance",
+        "testing",
+        "scoring",
+        "integrity",
+    ),
     # 4: the public API
-    ("api", "loading", "runs", "running", "rescoring", "analysis", "pilot", "annotation", "judging",
-     "report", "verification"),
+    (
+        "api",
+        "loading",
+        "runs",
+        "running",
+        "rescoring",
+        "analysis",
+        "pilot",
+        "annotation",
+        "judging",
+        "report",
+        "verification",
+    ),
     # 5: what people see, and tools over the API
     ("display", "estimate", "doctor"),
     # 6: the command line, the package's front, and the reference generated from the CLI
