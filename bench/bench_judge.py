@@ -11,7 +11,9 @@ done records and, judged, N judgments with a verdict. The runs are interleaved
 
 Wall seconds are measured inside the child from CLI entry to exit; CPU seconds and peak
 RSS (`ru_maxrss`) are the child's own; server CPU seconds are the fake server's over the
-child's life (from /proc; Linux only), since both share the machine. Usage:
+child's life (from /proc; Linux only), since both share the machine, and `load` the
+1-minute load average right after each run (this client and the server make about 1.3 of
+it; more means other work on the machine was taking CPU from the run). Usage:
 
     python bench/bench_judge.py                       # N = 2,000 and 4,000, 30 ms, C = 64, 3 runs
     python bench/bench_judge.py --n 2000 --runs 1 --latency-ms 20
@@ -142,6 +144,7 @@ def one_run(
         "cpu_s": float(cpu),
         "server_cpu_s": server_cpu,
         "rss_mb": int(rss_kb) / 1024,
+        "load": os.getloadavg()[0],
     }
 
 
@@ -170,9 +173,9 @@ def main() -> None:
     )
     print(
         "| N | judge | trials/s | calls/s | wall s | CPU s | server CPU s | peak RSS MB "
-        "| judged ÷ unjudged |"
+        "| load | judged ÷ unjudged |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     server, url = start_server(args.latency_ms)
     try:
         for n in args.n:
@@ -191,7 +194,8 @@ def main() -> None:
                     f"{spread(calls)} | {spread([r['wall_s'] for r in runs], 1)} | "
                     f"{spread([r['cpu_s'] for r in runs], 1)} | "
                     f"{spread([r['server_cpu_s'] for r in runs], 1)} | "
-                    f"{spread([r['rss_mb'] for r in runs], 1)} | {ratio} |",
+                    f"{spread([r['rss_mb'] for r in runs], 1)} | "
+                    f"{spread([r['load'] for r in runs], 1)} | {ratio} |",
                     flush=True,
                 )
     finally:
