@@ -8,7 +8,9 @@ STAMP := $(VENV)/.installed-dev
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	# torch pinned exactly: the CPU wheel here; another spelling may pull a multi-GB CUDA build
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev,local]'
 	touch $@
 
 demo: $(STAMP)

@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
     # 1: the config and what reads only it
     ("config", "config_yaml", "env_refs", "overrides", "pricing", "sandbox", "metrics"),
     # 2: the outside world and the run's database
-    ("providers", "store", "templates"),
+    ("providers", "local", "store", "templates"),
     # 3: experiments into trials, and running them
     (
         "plan",

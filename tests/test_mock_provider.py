@@ -91,14 +91,14 @@ def test_each_provider_states_its_own_facts() -> None:
         "openai": "openai",
         "anthropic": "anthropic",
         "google-genai": "google",
+        "transformers": "local",
     }
-    assert [registry.takes_batches(name) for name in ("mock", "openai", "anthropic", "google")] == [
-        True,
-        True,
-        True,
-        False,
-    ]
-    assert not any(registry.is_local(name) for name in registry.BUILTIN)
+    names = ("mock", "openai", "anthropic", "google", "hf")
+    assert [registry.takes_batches(name) for name in names] == [True, True, True, False, False]
+    assert [name for name in registry.BUILTIN if registry.is_local(name)] == ["hf"]
+    assert registry.lane("openai", "openai/gpt-4o") == "openai"
+    assert registry.lane("hf", "hf/Qwen/Qwen2.5-0.5B") == "hf/Qwen/Qwen2.5-0.5B"
+    assert registry.lane("hf", "small") == "hf:small"
 
 
 def test_different_models_give_different_answers() -> None:

@@ -30,6 +30,9 @@ from trialrun.providers import registry
 from trialrun.providers.http import DEFAULT_MAX_RESPONSE_BYTES, MB
 from trialrun.templates import Template
 
+LOCAL_PRICE = Price(0.0, 0.0)
+"""A local model's calls cost no API money (its machine time is not priced here)."""
+
 
 def swapped(provider: str, mock: bool) -> bool:
     """Whether --mock answers this provider's calls (every API provider; local models stay)."""
@@ -92,6 +95,7 @@ def check_models(
         elif real:
             checked.keys.extend(_key_needs(entry))
         offline = _offline(entry, where, required=real and need_keys)
+        _check_model(entry, offline, where)
         unsent = _unsent_of(experiment, entry, offline)
         checked.offline[entry.label], checked.unsent[entry.label] = offline, unsent
         message = unsent_message(entry, unsent, offline)
@@ -182,6 +186,16 @@ def _offline(entry: ModelConfig, where: str, *, required: bool) -> providers.Pro
         return None
     except Exception:  # a third-party factory that insists on its key: no offline checks
         return None
+
+
+def _check_model(entry: ModelConfig, provider: providers.Provider | None, where: str) -> None:
+    """The provider's own offline check of the model id (a local folder that is missing)."""
+    if provider is None:
+        return
+    try:
+        provider.check_model(entry.model_id)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}.model: {exc}") from None
 
 
 def _lenient(value: Any, where: str) -> Any:
@@ -352,7 +366,7 @@ def _route(
             max_response_bytes=_max_response_bytes(experiment, entry.provider),
             **settings["options"],
         )
-        price = lookup(entry.model, overrides)
+        price = LOCAL_PRICE if registry.is_local(entry.provider) else lookup(entry.model, overrides)
         if price is None:
             warn(
                 f"no price known for {entry.model}: its cost stays unknown (add it under "
@@ -362,7 +376,7 @@ def _route(
         entry,
         provider,
         entry.provider,
-        entry.provider,
+        registry.lane(entry.provider, entry.label),
         settings["base_url"],
         settings["options"],
         price,

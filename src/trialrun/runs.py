@@ -29,6 +29,7 @@ from trialrun.export import RESULTS_NAME, records_frame
 from trialrun.hashing import content_hash
 from trialrun.loading import Prepared
 from trialrun.provenance import git_state, manifest
+from trialrun.providers import registry
 from trialrun.store import DB_NAME, Store, utcnow
 
 
@@ -230,7 +231,7 @@ def _fill_run_folder(prepared: Prepared, run_id: str, folder: Path) -> None:
     with Store.create(folder / DB_NAME) as store:
         store.set_meta(meta)
         store.add_items(prepared.dataset.encoded())
-        lanes = {m.label: m.provider for m in experiment.models}
+        lanes = {m.label: registry.lane(m.provider, m.label) for m in experiment.models}
         trials = prepared.trials()  # `prepared.progress` hears how far it got
         store.add_trials((trial, lanes[trial.model]) for trial in trials)
     (folder / "config.yaml").write_text(

@@ -145,7 +145,8 @@ async def _run_lane(
             await _run_trial(run, trial, limiters, rng)
             run.maybe_flush()
 
-    await asyncio.gather(feed(), *(work() for _ in range(workers)))
+    async with route.provider.lane(route.config.model_id):  # a local model: resident now
+        await asyncio.gather(feed(), *(work() for _ in range(workers)))
 
 
 # ------------------------------------------------------------------ one trial

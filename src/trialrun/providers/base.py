@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
 from trialrun.errors import ConfigError, ErrorKind, ProviderError
@@ -70,6 +71,19 @@ class Provider(Batches, ABC):
     def count_tokens(self, text: str) -> int | None:
         """Exact token count of `text` when a cheap offline tokenizer is at hand, else None."""
         return None
+
+    def check_model(self, model: str) -> None:
+        """Raise a one-line ConfigError when this provider cannot serve `model` (its id after
+        `provider/`); checked offline when a config loads. A local folder that does not exist
+        fails here; an API model id is the server's to judge."""
+        return None
+
+    @asynccontextmanager
+    async def lane(self, model: str) -> AsyncIterator[None]:
+        """Held by the real-time executor while it runs `model`'s lane. A local provider
+        loads the model on entry, frees it on exit, and lets a bounded number of lanes in
+        at once (one model resident at a time); an API provider needs nothing."""
+        yield
 
     async def ping(self) -> str:
         """Check the endpoint answers with these credentials; return a short note, or raise."""

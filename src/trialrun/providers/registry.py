@@ -26,6 +26,7 @@ BUILTIN = {
     "openai": "trialrun.providers.openai",
     "anthropic": "trialrun.providers.anthropic",
     "google": "trialrun.providers.google",
+    "hf": "trialrun.providers.hf",
 }
 """Each built-in provider's name and module: the one list of them."""
 
@@ -97,6 +98,15 @@ def env_keys(name: str) -> tuple[str, ...]:
 def is_local(name: str) -> bool:
     """Whether `name` runs its models on this machine (so `--mock` leaves it in place)."""
     return bool(getattr(_load(name), "local", False))
+
+
+def lane(name: str, label: str) -> str:
+    """The real-time lane of a model entry: API models share their provider's lane (its
+    limits and limiter); a local model has a lane of its own, so that its trials run
+    together while it is resident (`label` if it starts `name/`, else `name:label`)."""
+    if not is_local(name):
+        return name
+    return label if label.startswith(f"{name}/") else f"{name}:{label}"
 
 
 def takes_batches(name: str) -> bool:
