@@ -23,10 +23,10 @@ from trialrun.analysis import StatsReport as StatsReport
 from trialrun.analysis import compare_runs as compare_runs
 from trialrun.analysis import run_stats as run_stats
 from trialrun.annotation import AgreementReport as AgreementReport
-from trialrun.annotation import agreement as agreement
 from trialrun.annotation import export_disagreements as export_disagreements
 from trialrun.annotation import export_sheets as export_sheets
 from trialrun.annotation import import_sheet as import_sheet
+from trialrun.annotation.agreement import agreement as agreement
 from trialrun.integrity import check_data as check_data
 from trialrun.integrity import found_anything as found_anything
 from trialrun.judging import JudgePass as JudgePass

@@ -22,13 +22,15 @@ from typing import Any, BinaryIO
 
 import yaml
 
+from trialrun import __version__
 from trialrun.config import Experiment
 from trialrun.errors import ConfigError, RunNotFoundError, StoreError
 from trialrun.executor.judge import spec_hash
 from trialrun.export import RESULTS_NAME, records_frame
 from trialrun.hashing import content_hash
+from trialrun.integrity import count_flagged
 from trialrun.loading import Prepared
-from trialrun.provenance import git_state, manifest
+from trialrun.provenance import git_state, manifest, source_files, template_hashes
 from trialrun.providers import registry
 from trialrun.store import DB_NAME, Store, utcnow
 
@@ -106,6 +108,9 @@ class Run:
                 "missing_logprobs": store.missing_logprobs(),
                 "judges": judge_status(store, experiment),
                 "scores": store.score_counts(list(experiment.scores)),
+                "canaries": count_flagged(store.records())
+                if experiment.integrity.canaries
+                else None,
             }
 
     def judges(self) -> list[dict[str, Any]]:
@@ -233,7 +238,11 @@ def _fill_run_folder(prepared: Prepared, run_id: str, folder: Path) -> None:
         store.add_items(prepared.dataset.encoded())
         lanes = {m.label: registry.lane(m.provider, m.label) for m in experiment.models}
         trials = prepared.trials()  # `prepared.progress` hears how far it got
-        store.add_trials((trial, lanes[trial.model]) for trial in trials)
+        planned = store.add_trials((trial, lanes[trial.model]) for trial in trials)
+        store.set_meta({"planned_trials": planned})
+        for warning in prepared.warnings:  # kept with the run, whatever the display showed
+            store.add_event("warning", warning)
+        store.flush()
     (folder / "config.yaml").write_text(
         yaml.safe_dump(meta["experiment"], sort_keys=False, allow_unicode=True), encoding="utf-8"
     )
@@ -248,6 +257,9 @@ def _fill_run_folder(prepared: Prepared, run_id: str, folder: Path) -> None:
         sample=prepared.dataset.sampling,
         source=prepared.source,
         git=git_state(prepared.base_dir),
+        files=source_files(experiment, prepared.source, prepared.base_dir, prepared.prompt_files),
+        templates=template_hashes(experiment),
+        trialrun_version=__version__,
     )
     (folder / "manifest.json").write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
     (folder / RESULTS_NAME).touch()

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from trialrun.analysis import StatsOptions, StatsReport, run_stats
-from trialrun.annotation import AgreementReport, agreement
+from trialrun.annotation.agreement import AgreementReport, agreement
 from trialrun.config import Experiment
 from trialrun.errors import TrialrunError
 from trialrun.metrics import available
