@@ -71,7 +71,7 @@ def server() -> Iterator[FakeServer]:
         yield fake
 
 
-# ------------------------------------------------------------------ configs
+# ------------------------------------------------------------------ configs and runs
 
 
 def spawn(*args: str) -> subprocess.Popen[str]:
@@ -98,7 +98,8 @@ def items(n: int, marked: dict[int, str] | None = None) -> list[dict[str, str]]:
     ]
 
 
-def mock_judge(name: str, model: str, prompt: str | None = None, **changes: Any) -> dict[str, Any]:
+def judge_entry(name: str, model: str, prompt: str | None = None, **changes: Any) -> dict[str, Any]:
+    """A `judge:` entry; its default prompt shows the item's marker."""
     judge: dict[str, Any] = {
         "name": name,
         "model": model,
@@ -114,7 +115,7 @@ def mock_judge(name: str, model: str, prompt: str | None = None, **changes: Any)
 def server_judge(
     server: FakeServer, name: str = "wire", prompt: str | None = None
 ) -> dict[str, Any]:
-    return mock_judge(
+    return judge_entry(
         name,
         "openai/fake-model",
         prompt,
@@ -284,7 +285,7 @@ def test_online_judges_under_a_ten_percent_fault_mix_give_each_trial_one_true_ou
     ones a marker asked for."""
     n = 400 if LONG else 150
     marked = {i: marker for i, marker in zip(range(3, n, 17), list(MARKERS) * n, strict=False)}
-    judges = [mock_judge("strict", "mock/judge"), mock_judge("lenient", "mock/judge2", PLAIN)]
+    judges = [judge_entry("strict", "mock/judge"), judge_entry("lenient", "mock/judge2", PLAIN)]
     clean = config(items(n, marked), judges)
     faulty = with_mock(clean, errors=MOCK_FAULTS, retry_after_s=0.002)
 
@@ -324,7 +325,7 @@ def test_a_judge_behind_a_faulty_server_errs_only_where_its_retries_ran_out(
         for i, item in enumerate(items(n, marked))
     ]
     wire_prompt = "Question: {{ item.question }} {{ item.status }}\nAnswer: {{ response }}"
-    judges = [server_judge(server, "wire", wire_prompt), mock_judge("local", "mock/judge")]
+    judges = [server_judge(server, "wire", wire_prompt), judge_entry("local", "mock/judge")]
     settings = with_mock(
         config(dataset, judges, retry={**RETRY, "attempts": 6}),
         errors=MOCK_FAULTS,
@@ -387,7 +388,7 @@ def test_kill_storm_while_judging_online_judges_each_trial_once_per_judge() -> N
     answer a judge whose answer came before the crash but whose judgment did not commit)."""
     n = 600 if LONG else 250
     marked = {i: marker for i, marker in zip(range(2, n, 13), list(MARKERS) * n, strict=False)}
-    judges = [mock_judge("strict", "mock/judge"), mock_judge("lenient", "mock/judge2", PLAIN)]
+    judges = [judge_entry("strict", "mock/judge"), judge_entry("lenient", "mock/judge2", PLAIN)]
     settings = with_mock(
         config(items(n, marked), judges),
         latency_s=0.01,
@@ -446,7 +447,7 @@ def test_bad_judge_replies_end_as_judge_errors_with_their_kind(
     invalid only the first time is asked again and gives a verdict on the second ask."""
     marked = {i: marker for i, marker in enumerate(MARKERS)}
     n = len(MARKERS) + 2  # and two items with no marker
-    judge = mock_judge("j", "mock/judge") if where == "mock" else server_judge(server, "j")
+    judge = judge_entry("j", "mock/judge") if where == "mock" else server_judge(server, "j")
     # No faults here: a generous timeout, since an SDK judge's first calls (the client made,
     # connections opened) take 0.2-0.5 s on this VM and would time out at RETRY's 0.25 s.
     settings = config(items(n, marked), [judge], retry={**RETRY, "timeout_s": 10})
