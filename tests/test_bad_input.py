@@ -107,8 +107,8 @@ def test_wrong_type_names_key_and_value(
 def test_planned_key_in_a_config_file(
     cli: Callable[..., CliResult], write_config: Callable[..., Path], isolated: Path
 ) -> None:
-    write_config(budget={"max_usd": 40})
-    assert_usage_error(cli("run", "exp.yaml"), "exp.yaml", "key 'budget'", "planned")
+    write_config(task="pkg.mod:fn")
+    assert_usage_error(cli("run", "exp.yaml"), "exp.yaml", "key 'task'", "planned")
     assert_nothing_written(isolated)
 
 

@@ -250,13 +250,14 @@ def test_batch_mode_with_a_provider_that_has_no_batch_api_is_refused(
     assert not Path("runs").exists()
 
 
-def test_resume_takes_only_a_mode_override(
+def test_resume_takes_only_a_mode_or_budget_override(
     cli: Callable[..., CliResult], write_config: Callable[..., Path]
 ) -> None:
     cli("run", str(write_config()))
     result = cli("resume", "repeats=3")
     assert result.code == 2
-    assert "mode=realtime or mode=batch" in result.err
+    assert "mode=realtime, mode=batch or budget.max_usd=N" in result.err
+    assert cli("resume", "budget.max_usd=abc").code == 2
 
 
 @pytest.mark.slow

@@ -32,6 +32,7 @@ LAYERS: list[tuple[str, ...]] = [
         "testing",
         "scoring",
         "integrity",
+        "gates",
     ),
     # 4: the public API
     (

@@ -16,6 +16,7 @@ from statsmodels.stats.inter_rater import cohens_kappa as sm_cohens_kappa
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint, proportion_effectsize
 
+from trialrun import stats
 from trialrun.errors import TrialrunError
 from trialrun.stats import (
     adjust_p_values,
@@ -373,3 +374,34 @@ def test_a_cluster_bootstrap_is_wider_than_a_pair_bootstrap_when_items_agree_wit
     assert clustered.difference == pairs.difference
     assert (clustered.high - clustered.low) > 1.8 * (pairs.high - pairs.low)  # about sqrt(5)
     assert clustered.test.startswith("clustered McNemar") and "items" in clustered.ci_method
+
+
+def test_a_clustered_rate_is_wilson_at_the_effective_n() -> None:
+    from statsmodels.stats.proportion import proportion_confint
+
+    # 10 items x 3 repeats, strongly correlated within items: deff > 1
+    values: list[float | None] = []
+    items: list[int] = []
+    for item in range(10):
+        for _ in range(3):
+            values.append(1.0 if item < 4 else 0.0)
+            items.append(item)
+    values[0] = 0.0  # not all identical within every item
+    ci = stats.clustered_proportion_ci(values, items)
+    est = stats.mean_se(values, items=items)
+    p = est.mean
+    assert p is not None and est.se is not None
+    n_eff = 30 * (p * (1 - p) / 30) / est.se**2
+    assert 10 <= n_eff < 30
+    low, high = proportion_confint(p * n_eff, n_eff, method="wilson")
+    assert ci.low == pytest.approx(low) and ci.high == pytest.approx(high)
+    assert f"{n_eff:.1f}" in ci.method
+
+
+def test_a_clustered_rate_of_one_does_not_collapse_to_a_point() -> None:
+    from statsmodels.stats.proportion import proportion_confint
+
+    ci = stats.clustered_proportion_ci([1.0] * 12, [i // 3 for i in range(12)])
+    low, high = proportion_confint(4, 4, method="wilson")  # the 4 items stand in for n
+    assert ci.estimate == 1.0 and ci.low == pytest.approx(low) and ci.high == pytest.approx(high)
+    assert ci.low < 0.6

@@ -5,7 +5,8 @@ estimates out (STYLE.md 12); the formulas are `trialrun.stats`'.
   field; `grid.KEY` and `model` work too). Each has n (records with a value), missing
   (failed trials, null scores, judge errors: counted, never dropped), the rate (Wilson or
   exact CI) or mean (normal CI). When an item appears more than once in a group (repeats)
-  the CI is clustered by item (Miller 2024), and `ci_method` says so.
+  the CI is clustered by item (Miller 2024): for a rate, Wilson at the effective n, so it
+  stays in [0, 1] and never collapses to a point at 0% or 100%; `ci_method` says so.
 - Comparisons (`compare="model"`, `"grid.NAME"`, or across runs): every pair of sides
   within the same context (the rest of the group's key), matched by item id and repeat.
   Binary: McNemar (exact below 25 discordant pairs), the difference with a paired
@@ -208,7 +209,11 @@ def _group(cell: _Cell, numeric: bool, method: stats.ProportionMethod) -> Group:
     n, missing = len(present), len(values) - len(present)
     clustered = len({i for i, v in zip(items, values, strict=True) if v is not None}) < n
     successes = None if numeric else int(sum(present))
-    if clustered or numeric:
+    if clustered and not numeric:
+        ci = stats.clustered_proportion_ci(values, items)
+        rate, low, high = ci.estimate, ci.low, ci.high
+        ci_method = f"{ci.method}; design effect from Miller 2024's clustered SE"
+    elif clustered or numeric:
         est = stats.mean_se(values, items=items if clustered else None)
         rate, low, high = est.mean, est.low, est.high
         ci_method = "clustered-se (items, Miller 2024)" if clustered else "normal, naive SE"
@@ -359,11 +364,12 @@ def _report(reader: _Reader, metric: Metric, options: StatsOptions, runs: bool) 
     groups = [_group(cell, numeric, options.ci_method) for cell in reader.cells.values()]
     comparisons = _comparisons(reader, options, runs)
     notes = [MISSING_NOTE]
-    if any(g.ci_method.startswith("clustered") for g in groups):
+    if any("clustered" in g.ci_method for g in groups):
         notes.append(
-            "items repeat within a group (repeats): its CI uses the standard error clustered "
-            "by item (Miller 2024), not the Wilson interval; binary comparisons resample "
-            "items and use the clustered McNemar test (Durkalski 2003)"
+            "items repeat within a group (repeats): a rate's CI is the Wilson interval at the "
+            "effective n (n over the design effect of the standard error clustered by item, "
+            "Miller 2024; Korn & Graubard 1998), a mean's the clustered SE's; binary "
+            "comparisons resample items and use the clustered McNemar test (Durkalski 2003)"
         )
     return StatsReport(
         metric=metric.text, kind="numeric" if numeric else "binary", groups=groups,

@@ -43,8 +43,6 @@ SAMPLING_PARAMS = frozenset(
 )
 PLANNED_KEYS = {
     "task": "custom trial functions",
-    "budget": "budgets",
-    "gates": "early-stop gates",
 }
 
 
@@ -320,6 +318,30 @@ class ScorerConfig(StrictModel):
         return next(kind for kind in SCORER_KINDS if getattr(self, kind) is not None)
 
 
+class BudgetConfig(StrictModel):
+    max_usd: float = Field(gt=0)
+    """The most the run may spend, judges included: no request is sent whose worst-case cost (every byte of its messages as an input token, plus max_tokens out, at its price; the batch discount in batch mode) could take the spend over it. At the cap the run stops, resumable: `trialrun resume RUN budget.max_usd=N`."""
+    warn_at: float = Field(default=0.8, gt=0, lt=1)
+    """Fraction of max_usd at which the run warns (once) and `status` flags the spend."""
+
+
+class GateConfig(StrictModel):
+    """An early-stop rule checked as results commit (see `gates:`)."""
+
+    name: str | None = None
+    """Names the gate in messages and for `resume --ignore-gate NAME`; default gate-1, gate-2, ..."""
+    metric: str
+    """A pass/fail metric as `trialrun stats` takes it (a bool score, `judge.answer=pass`, `judges.NAME.FIELD=VALUE`), or `failed_rate` (the share of finished trials that failed)."""
+    group_by: Literal["model", "cell", "run"] = "model"
+    """The groups a rule is checked on: each model, each model x grid cell, or the whole run."""
+    min_n: int = Field(default=30, ge=1)
+    """No decision before a group has this many values."""
+    stop_if: str
+    """When to stop: comparisons of rate, ci_low, ci_high (Wilson 95%), n, successes, missing with numbers, joined by and/or/not: `"ci_high < 0.10"`."""
+    action: Literal["stop", "pause"] = "stop"
+    """Both stop the run cleanly, resumable with `resume RUN --ignore-gate NAME`; `pause` reads as waiting for a decision, `stop` as ended early."""
+
+
 class BatchConfig(StrictModel):
     poll_min_s: float = Field(default=10.0, gt=0)
     """`collect --wait`: first wait between polls; it grows while nothing changes."""
@@ -400,6 +422,10 @@ class Experiment(StrictModel):
     """Prices by `provider/model`, overriding or extending the shipped table (USD per million tokens)."""
     scores: dict[str, ScorerConfig] = Field(default_factory=dict)
     """Deterministic scorers by name, run on each finished trial without a model call (`correct: {regex: "^VERDICT: yes"}`); values land in the record's `scores`, the reason for each null in `score_errors`. `trialrun score RUN` adds or recomputes them later."""
+    gates: list[GateConfig] = Field(default_factory=list)
+    """Early-stop rules on running results, decided on confidence intervals so noise does not stop a run."""
+    budget: BudgetConfig | None = None
+    """A spending cap for the run (`{max_usd: 40}`), enforced before each request and batch; every model and judge must have a known price."""
     judge: JudgeConfig | list[JudgeConfig] | None = None
     """An LLM judge, or a list of named judges, grading each done trial: verdicts land in the record's `judge` (the first judge's), `judges` (every judge's, by name) and, when a judge fails, `judge_error`/`judge_errors`."""
     integrity: IntegrityConfig = Field(default_factory=IntegrityConfig)

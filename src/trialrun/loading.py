@@ -21,12 +21,14 @@ from trialrun.config_yaml import read_yaml
 from trialrun.dataset import Dataset, load_dataset
 from trialrun.errors import ConfigError, unstorable_text
 from trialrun.executor.judge import compile_prompt, read_prompt_files
+from trialrun.gates import Gates
 from trialrun.integrity import check_disjoint
 from trialrun.overrides import Overridden, apply_overrides, expand_multirun, override_label
 from trialrun.plan import Shard, cell_count, count_trials, expand
 from trialrun.provenance import prompt_files
 from trialrun.routing import (
     ModelCheck,
+    check_budget,
     check_models,
     collapse_warnings,
     graded_mock_answers,
@@ -136,6 +138,8 @@ def load(
     prompts = prompt_files(experiment, base_dir)
     experiment = read_prompt_files(experiment, base_dir, source)
     checked = check_models(experiment, mock, source, need_keys=need_keys)
+    check_budget(experiment, mock, source)
+    Gates(experiment, source)  # a gate's metric and rule, checked now
     conversation = Conversation(experiment, source)
     conversation.check_names()
     scorers = Scorers(experiment, source, experiment.dataset.id)

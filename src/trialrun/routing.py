@@ -122,6 +122,37 @@ def check_judges(
     return needs
 
 
+def check_budget(experiment: Experiment, mock: bool, source: str) -> None:
+    """Under `budget:`, every model and judge a provider bills has a known price and a
+    max_tokens, so each request's worst case is known before it is sent."""
+    if experiment.budget is None:
+        return
+    overrides = {key: Price(**value.model_dump()) for key, value in experiment.prices.items()}
+    entries: list[tuple[ModelConfig, str, Any]] = [
+        (entry, f"models[{index}]", {**experiment.params, **entry.params}.get("max_tokens"))
+        for index, entry in enumerate(experiment.models)
+    ]
+    entries += [
+        (judge, where, judge.sent_params().get("max_tokens"))
+        for judge, where in judge_entries(experiment)
+    ]
+    for entry, where, max_tokens in entries:
+        if entry.provider == "mock" or swapped(entry.provider, mock):
+            continue
+        if registry.is_local(entry.provider):  # a local model bills no API money
+            continue
+        if lookup(entry.model, overrides) is None:
+            raise ConfigError(
+                f"{source}: budget.max_usd: no price known for {entry.model} ({where}), so "
+                "its spend cannot be held to the budget; add it under `prices:`"
+            )
+        if max_tokens is None:
+            raise ConfigError(
+                f"{source}: budget.max_usd: {where} ({entry.model}) has no max_tokens, so a "
+                "request's worst-case cost is unbounded; set params.max_tokens"
+            )
+
+
 def judge_entries(experiment: Experiment, source: str = "") -> list[tuple[JudgeConfig, str]]:
     """Each judge with the key that names it in errors (`judge`, or `judge[i]` in a list)."""
     prefix = f"{source}: " if source else ""

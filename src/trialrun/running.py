@@ -18,7 +18,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from trialrun.config import Experiment
+import orjson
+
+from trialrun.config import BudgetConfig, Experiment
 from trialrun.errors import ConfigError, RunIncomplete
 from trialrun.executor.batch import (
     CollectReport,
@@ -26,11 +28,13 @@ from trialrun.executor.batch import (
     collect_runs,
     leave_batches,
 )
+from trialrun.executor.budget import BUDGET_STOP, Budget
 from trialrun.executor.cache import ResponseCache, cache_dir
 from trialrun.executor.judge import compile_judges
 from trialrun.executor.realtime import execute
-from trialrun.executor.trial import ExperimentRun
+from trialrun.executor.trial import GATE_STOP, ExperimentRun
 from trialrun.export import RESULTS_NAME, ResultsFile
+from trialrun.gates import Gates, gate_names
 from trialrun.loading import ConfigSource, Prepared, load
 from trialrun.plan import Shard
 from trialrun.provenance import finish
@@ -141,6 +145,8 @@ def resume(
     observer: Observer | None = None,
     mode: str | None = None,
     wait: bool = False,
+    budget_usd: float | None = None,
+    ignore_gates: Sequence[str] = (),
 ) -> Run:
     """Finish a stopped or crashed run: in-flight work is redone, finished work never re-sent.
 
@@ -149,7 +155,15 @@ def resume(
     batch, its remaining trials go to batches. A batch-mode run makes one collect pass
     (or, with `wait`, collects until finished)."""
     target = _resume_target(ref, runs_dir, mode)
-    _execute([target], observer or Observer(), retry_failed=retry_failed, mode=mode, wait=wait)
+    _execute(
+        [target],
+        observer or Observer(),
+        retry_failed=retry_failed,
+        mode=mode,
+        wait=wait,
+        budget_usd=budget_usd,
+        ignore_gates=ignore_gates,
+    )
     return target
 
 
@@ -160,9 +174,20 @@ def resume_many(
     observer: Observer | None = None,
     mode: str | None = None,
     wait: bool = False,
+    budget_usd: float | None = None,
+    ignore_gates: Sequence[str] = (),
 ) -> None:
-    """`resume` for several runs at once, in this one process (sharing limits and cache)."""
-    _execute(list(runs), observer or Observer(), retry_failed=retry_failed, mode=mode, wait=wait)
+    """`resume` for several runs at once, in this one process (sharing limits and cache);
+    `budget_usd` sets each run's `budget.max_usd` anew (above what it has spent)."""
+    _execute(
+        list(runs),
+        observer or Observer(),
+        retry_failed=retry_failed,
+        mode=mode,
+        wait=wait,
+        budget_usd=budget_usd,
+        ignore_gates=ignore_gates,
+    )
 
 
 def detach(runs: Sequence[Run]) -> int:
@@ -251,6 +276,8 @@ async def _aexecute(
     mode: str | None = None,
     wait: bool = False,
     busy_ok: bool = False,
+    budget_usd: float | None = None,
+    ignore_gates: Sequence[str] = (),
 ) -> None:
     """Execute `runs` under their locks; whatever happens, leave each store consistent and
     close all that was opened, then raise if a run was stopped before its end."""
@@ -265,7 +292,11 @@ async def _aexecute(
     opened: Opened = []
     try:
         for target in runs:
-            opened.append(_open_for_execution(target, caches, observer, retry_failed, mode))
+            opened.append(
+                _open_for_execution(
+                    target, caches, observer, retry_failed, mode, budget_usd, ignore_gates
+                )
+            )
         interrupted = await _main([e for e, _ in opened], observer, wait)
     finally:
         _close(opened, caches, locks)
@@ -295,12 +326,16 @@ def _open_for_execution(
     observer: Observer,
     retry_failed: bool,
     mode: str | None = None,
+    budget_usd: float | None = None,
+    ignore_gates: Sequence[str] = (),
 ) -> tuple[ExperimentRun, ResultsFile]:
     """`target` ready for the executors: its store (mode switched if asked, stopped and,
     with `retry_failed`, failed trials pending again), results file, routes and cache."""
     store = target.store(readonly=False)
     meta = store.meta()
     experiment = Experiment.model_validate(meta["experiment"])
+    if budget_usd is not None:
+        experiment = _raise_budget(store, meta, experiment, budget_usd)
     stored_mode = meta.get("mode", experiment.mode)
     switched = _switch_mode(store, stored_mode, mode)
     store.reset_running(include_failed=retry_failed)
@@ -329,9 +364,59 @@ def _open_for_execution(
     )
     judge_routes = build_judge_routes(experiment, mock, observer.warn)
     experiment_run.judges = compile_judges(experiment, judge_routes, meta["source"])
+    if experiment.gates:
+        experiment_run.gates = _gates(store, experiment, meta, ignore_gates)
+        experiment_run.check_gates()  # one that fires on what is committed stops it now
+    if experiment.budget is not None:
+        experiment_run.budget = Budget(
+            experiment.budget.max_usd,
+            store.total_spend(),
+            experiment.budget.warn_at,
+            observer.warn,
+        )
     if experiment_run.mode == "batch":
         check_batch_support(experiment_run.routes, str(target.path))
+        check_batch_support({j.name: j.route for j in experiment_run.judges}, str(target.path))
     return experiment_run, results
+
+
+def _gates(
+    store: Store, experiment: Experiment, meta: dict[str, Any], ignore: Sequence[str]
+) -> Gates:
+    """The run's gates less those ignored (now or on an earlier resume: kept in meta), fed
+    the records committed so far."""
+    known = gate_names(experiment)
+    for name in ignore:
+        if name not in known:
+            raise ConfigError(f"--ignore-gate {name}: no such gate (the run's: {', '.join(known)})")
+    ignored = sorted({*meta.get("ignored_gates", []), *ignore})
+    if ignore:
+        store.set_meta({"ignored_gates": ignored, "gate": None})
+        store.add_event(
+            "gate", f"ignoring gate{'s' if len(ignore) > 1 else ''} {', '.join(ignore)}"
+        )
+    gates = Gates(experiment, meta["source"], ignored)
+    if gates:
+        for record in store.records():
+            gates.add(orjson.loads(record))
+    return gates
+
+
+def _raise_budget(
+    store: Store, meta: dict[str, Any], experiment: Experiment, usd: float
+) -> Experiment:
+    """`resume RUN budget.max_usd=N`: the run's cap set to N, above what it has spent."""
+    spent = store.total_spend()
+    if usd <= spent:
+        raise ConfigError(
+            f"budget.max_usd={usd:g}: the run has already spent ${spent:.4f}; give more than that"
+        )
+    budget = (experiment.budget or BudgetConfig(max_usd=usd)).model_copy(update={"max_usd": usd})
+    raised = experiment.model_copy(update={"budget": budget})
+    stored = {**meta["experiment"], "budget": budget.model_dump(mode="json")}
+    store.set_meta({"experiment": stored})
+    store.add_event("budget", f"budget.max_usd set to {usd:g} (spent so far ${spent:.4f})")
+    return raised
 
 
 def _switch_mode(store: Store, stored_mode: str, mode: str | None) -> bool:
@@ -343,9 +428,7 @@ def _switch_mode(store: Store, stored_mode: str, mode: str | None) -> bool:
     return True
 
 
-def shared_cache(
-    experiment: Experiment, caches: dict[Path, ResponseCache]
-) -> ResponseCache | None:
+def shared_cache(experiment: Experiment, caches: dict[Path, ResponseCache]) -> ResponseCache | None:
     """The experiment's response cache, one per folder for all runs in this process."""
     if not experiment.cache.enabled:
         return None
@@ -431,6 +514,18 @@ def _raise_if_incomplete(runs: list[Run], opened: Opened, interrupted: bool) -> 
             f"stopped; committed results are safe. Continue with: trialrun resume {names}"
         )
     for target, (experiment_run, _) in zip(runs, opened, strict=True):
+        if GATE_STOP in experiment_run.stopped_lanes:
+            gate = (target.meta().get("gate") or {}).get("name", "NAME")
+            raise RunIncomplete(
+                f"{experiment_run.stopped_lanes[GATE_STOP]}; the run stopped, resumable. Go on "
+                f"without it: trialrun resume {target.path} --ignore-gate {gate}"
+            )
+        if BUDGET_STOP in experiment_run.stopped_lanes:
+            raise RunIncomplete(
+                f"{experiment_run.stopped_lanes[BUDGET_STOP]}; the run stopped, resumable. "
+                f"{_to_finish(target)}Continue with a higher cap: trialrun resume "
+                f"{target.path} budget.max_usd=N"
+            )
         if experiment_run.stopped_lanes:
             lane, message = next(iter(experiment_run.stopped_lanes.items()))
             fix = "the key" if any(code in message for code in ("401", "403")) else "the cause"
@@ -438,3 +533,15 @@ def _raise_if_incomplete(runs: list[Run], opened: Opened, interrupted: bool) -> 
                 f"{lane}: {message}; its trials were stopped and left pending. Fix {fix}, "
                 f"then run: trialrun resume {target.path}"
             )
+
+
+def _to_finish(target: Run) -> str:
+    """About what the rest would cost, from the mean cost of the trials done so far."""
+    rows = target.summary()
+    done = sum(r["done"] + r["failed"] for r in rows)
+    cost = sum(r["cost_usd"] or 0.0 for r in rows)
+    counts = target.counts()
+    left = counts["pending"] + counts["running"]
+    if not done or not left:
+        return ""
+    return f"About ${cost / done * left:.2f} more would finish its {left:,} trials. "

@@ -108,9 +108,17 @@ class Run:
                 "missing_logprobs": store.missing_logprobs(),
                 "judges": judge_status(store, experiment),
                 "scores": store.score_counts(list(experiment.scores)),
+                "gate": meta.get("gate"),
                 "canaries": count_flagged(store.records())
                 if experiment.integrity.canaries
                 else None,
+                "budget": None
+                if experiment.budget is None
+                else {
+                    "max_usd": experiment.budget.max_usd,
+                    "warn_at": experiment.budget.warn_at,
+                    "spent_usd": store.total_spend(),
+                },
             }
 
     def judges(self) -> list[dict[str, Any]]:

@@ -95,6 +95,38 @@ def proportion_ci(
 # -- a mean ---------------------------------------------------------------------------
 
 
+def clustered_proportion_ci(
+    successes: Sequence[float | None],
+    items: Sequence[Hashable],
+    *,
+    confidence: float = 0.95,
+) -> ProportionCI:
+    """A rate whose values repeat within items: the Wilson interval at the effective sample
+    size n / deff (Korn & Graubard 1998), the design effect deff = (SE_clustered /
+    SE_naive)^2 from Miller 2024's clustered standard error (`mean_se`). At a rate of 0 or
+    1 both standard errors vanish and the number of items stands in for n, so an interval
+    never collapses to a point. Wilson (not the normal interval) keeps it inside [0, 1]."""
+    z = _z(confidence)
+    estimate = mean_se(successes, items=items, confidence=confidence)
+    n = estimate.n
+    kept = len({i for i, v in zip(items, successes, strict=True) if v is not None})
+    if n == 0 or estimate.mean is None:
+        return ProportionCI(0, 0, None, None, None, confidence, "no values")
+    p = estimate.mean
+    naive = math.sqrt(p * (1 - p) / n)
+    clustered = estimate.se
+    if naive > 0 and clustered is not None and clustered > 0:
+        n_eff = min(max(n * (naive / clustered) ** 2, kept), n)
+    else:
+        n_eff = float(kept)
+    centre = (p + z * z / (2 * n_eff)) / (1 + z * z / n_eff)
+    half = z / (1 + z * z / n_eff) * math.sqrt(p * (1 - p) / n_eff + z * z / (4 * n_eff**2))
+    method = f"wilson at the effective n {n_eff:.1f} of {n} (clustered by item)"
+    return ProportionCI(
+        round(p * n), n, p, max(centre - half, 0.0), min(centre + half, 1.0), confidence, method
+    )
+
+
 @dataclass(frozen=True)
 class MeanEstimate:
     """A mean with its standard error and normal 95% (or `confidence`) interval.

@@ -35,6 +35,10 @@ def command(run: str | None, runs_dir: str) -> None:
     )
     if info["mode"] == "batch" and state.startswith("stopped"):
         state = "batch mode: `trialrun collect` to advance"
+    to_judge = sum(j["to_judge"] for j in info["judges"])
+    if state == "finished" and to_judge:
+        how = "trialrun collect" if info["mode"] == "batch" else "trialrun judge"
+        state = f"trials finished; {to_judge:,} judgments to make (`{how}` makes them)"
     console.print(Text.assemble(plain(info["run_id"], "bold"), f"  {state}"))
     console.print(_state_table(counts, info["live"], info["total"]))
     for line in _live_lines(info["live"]) + _logprob_lines(info["missing_logprobs"]):
@@ -45,6 +49,18 @@ def command(run: str | None, runs_dir: str) -> None:
         f"calls {spend['calls']:,} (cache hits {spend['cache_hits']:,}), tokens in "
         f"{spend['input_tokens']:,} / out {spend['output_tokens']:,}, cost {cost}"
     )
+    gate = info["gate"]
+    if gate and counts["pending"] + counts["running"]:
+        word = "paused" if gate["action"] == "pause" else "stopped"
+        console.print(
+            Text.assemble(
+                Text(f"{word} by a gate: ", style="bold red"),
+                plain(gate["message"]),
+                f" (resume --ignore-gate {gate['name']} goes on)",
+            )
+        )
+    if info["budget"] is not None:
+        console.print(_budget_line(info["budget"]))
     for score_line in _score_lines(info["scores"]):
         console.print(score_line)
     for judge_line in judge_lines(info["judges"]):
@@ -89,6 +105,14 @@ def _live_lines(live: dict[str, Any] | None) -> list[str]:
         if left > 0:
             lines.append(f"{lane}: waiting {left:.0f} s more (the server's Retry-After)")
     return lines
+
+
+def _budget_line(budget: dict[str, Any]) -> Text:
+    """Spend against the cap, judges included; flagged from `budget.warn_at` on."""
+    spent, cap = budget["spent_usd"], budget["max_usd"]
+    share = spent / cap
+    style = "bold red" if share >= budget["warn_at"] else ""
+    return Text(f"budget: ${spent:.4f} of ${cap:g} spent ({share:.0%})", style=style)
 
 
 def _score_lines(scores: dict[str, dict[str, Any]]) -> list[Text]:

@@ -41,6 +41,7 @@ from trialrun.executor.batch_judge import (
     ready_label,
     route_of,
 )
+from trialrun.executor.budget import BUDGET_STOP, Budget, worst_case_usd
 from trialrun.executor.trial import (
     ExperimentRun,
     ModelRoute,
@@ -278,12 +279,26 @@ class Ready:
 
 async def _submit(run: ExperimentRun, report: CollectReport) -> None:
     groups: dict[tuple[Any, ...], list[Ready]] = defaultdict(list)
+    budget = _batch_budget(run)
+    held_back = 0
     for ready in run.store.ready_requests():
         label = ready_label(run, ready)
         route = route_of(run, label)
         if route.lane in run.stopped_lanes:
             continue
         request = _request(route, ready.request)
+        if budget is not None:
+            worst = worst_case_usd(
+                route.price,
+                request.messages,
+                request.params.get("max_tokens"),
+                batch=True,
+                schema=request.response_schema,
+            )
+            if not budget.fits(worst):
+                held_back += 1
+                continue
+            budget.reserved += worst
         provider = route.provider
         key = (
             route.lane,
@@ -301,6 +316,42 @@ async def _submit(run: ExperimentRun, report: CollectReport) -> None:
             if route.lane in run.stopped_lanes:
                 break
             await _submit_one(run, route, label, chunk, report)
+    if budget is not None and held_back:
+        _held_back(run, budget, held_back, report)
+
+
+def _batch_budget(run: ExperimentRun) -> Budget | None:
+    """The run's budget as a batch pass sees it: spent = every answer stored so far (batch
+    lines at the batch price), reserved = the worst case of every request still out."""
+    if run.experiment.budget is None:
+        return None
+    budget = Budget(run.experiment.budget.max_usd, run.store.total_spend())
+    for out in run.store.ready_requests("submitted"):
+        route = route_of(run, ready_label(run, out))
+        request = _request(route, out.request)
+        max_tokens = request.params.get("max_tokens")
+        budget.reserved += worst_case_usd(
+            route.price, request.messages, max_tokens, batch=True, schema=request.response_schema
+        )
+    return budget
+
+
+def _held_back(run: ExperimentRun, budget: Budget, count: int, report: CollectReport) -> None:
+    """Requests the budget kept back: they wait for the batches out to settle below their
+    worst case; with none out, the budget is reached and the run stops, resumable."""
+    note = f"budget: {count:,} requests held back (${budget.spent:.4f} spent"
+    if budget.reserved > 0:
+        report.notes.append(f"{note}, ${budget.reserved:.4f} reserved by batches out)")
+        return
+    message = (
+        f"budget reached: ${budget.spent:.4f} spent of budget.max_usd ${budget.cap:g}; "
+        f"{count:,} requests not submitted"
+    )
+    run.store.add_event("budget", message)
+    report.notes.append(message)
+    for lane in [*run.store.lanes(), *(j.route.lane for j in run.judges)]:
+        run.stopped_lanes.setdefault(lane, message)
+    run.stopped_lanes[BUDGET_STOP] = message
 
 
 def _request(route: ModelRoute, request_json: str) -> Request:

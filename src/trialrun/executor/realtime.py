@@ -18,6 +18,7 @@ import orjson
 
 from trialrun import secrets
 from trialrun.errors import ProviderError, TrialrunError
+from trialrun.executor.budget import BUDGET_STOP, BudgetReached, worst_case_usd
 from trialrun.executor.judge import (
     Answer,
     Ask,
@@ -326,9 +327,12 @@ async def _call(
     estimate = estimate_tokens(messages, params.get("max_tokens"), route.provider.count_tokens)
     for attempt in range(1, run.experiment.retry.attempts + 1):
         started_at = utcnow()
+        reserved = [0.0]
         try:
-            response = await _send(run, route, call, limiter, estimate)
+            response = await _send(run, route, call, limiter, estimate, reserved)
         except _Failed as failed:
+            if run.budget is not None:  # a call that got no answer is not billed
+                run.budget.settle(reserved[0], 0.0)
             verdict = _retry_or_fail(run, route, request, attempt, failed, started_at, limiter, rng)
             if isinstance(verdict, _Outcome):
                 return verdict
@@ -337,20 +341,40 @@ async def _call(
         response.attempts = attempt
         limiter.settle(estimate, response.usage.total)
         store_answer(run, route, request, response, started_at)
+        if run.budget is not None:
+            run.budget.settle(reserved[0], response.cost_usd)
         return _Outcome(response, None, attempt)
     raise AssertionError("unreachable: the loop returns on its last attempt")
 
 
 async def _send(
-    run: ExperimentRun, route: ModelRoute, call: Request, limiter: Limiter, estimate: int
+    run: ExperimentRun,
+    route: ModelRoute,
+    call: Request,
+    limiter: Limiter,
+    estimate: int,
+    reserved: list[float],
 ) -> Response:
     """One call to the provider in a limiter slot, timed from when the slot was got; any
-    error but a stopped lane comes back as `_Failed`."""
+    error but a stopped lane comes back as `_Failed`. Under a budget, the call's worst-case
+    cost is reserved first (into `reserved[0]`, for the caller to settle)."""
     clock = time.perf_counter()
     try:
         async with limiter.slot(estimate):
             if route.lane in run.stopped_lanes:  # stopped while this call waited its turn
                 raise LaneStopped(route.lane)
+            if run.budget is not None:
+                worst = worst_case_usd(
+                    route.price,
+                    call.messages,
+                    call.params.get("max_tokens"),
+                    schema=call.response_schema,
+                )
+                try:
+                    await run.budget.reserve(worst)
+                except BudgetReached as exc:
+                    _stop_run(run, str(exc))
+                reserved[0] = worst
             clock = time.perf_counter()
             run.in_flight[route.lane] = run.in_flight.get(route.lane, 0) + 1
             try:
@@ -424,6 +448,16 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "request timed out"
     return secrets.redact(str(exc)) or type(exc).__name__
+
+
+def _stop_run(run: ExperimentRun, message: str) -> None:
+    """The budget is reached: every lane of the run stops, its trials left pending."""
+    if BUDGET_STOP not in run.stopped_lanes:
+        run.stopped_lanes[BUDGET_STOP] = message
+        run.store.add_event("budget", message)
+    for lane in [*run.store.lanes(), *(j.route.lane for j in run.judges)]:
+        run.stopped_lanes.setdefault(lane, message)
+    raise LaneStopped(BUDGET_STOP)
 
 
 def _stop_lane(run: ExperimentRun, route: ModelRoute, message: str) -> None:

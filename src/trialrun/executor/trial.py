@@ -44,8 +44,12 @@ from trialrun.templates import Conversation, Template
 from trialrun.types import Response
 
 if TYPE_CHECKING:
+    from trialrun.executor.budget import Budget
     from trialrun.executor.judge import Judge
+    from trialrun.gates import Gates
 
+GATE_STOP = "gate"
+"""The key under which a run's `stopped_lanes` says a gate fired."""
 FLUSH_ROWS = 2000
 """Buffered rows that make a flush due at once, without waiting for the flush timer."""
 
@@ -107,6 +111,10 @@ class ExperimentRun:
     """The config's LLM judges (executor/judge.py), the first one primary."""
     judged: dict[str, list[int]] = field(default_factory=dict)
     """Judgments made in this process per judge name: [verdicts, errors]."""
+    budget: Budget | None = None
+    """The run's `budget:` (executor/budget.py): spend, reservations, the cap."""
+    gates: Gates | None = None
+    """The run's `gates:` (gates.py), fed each record as it commits."""
     on_judged: Callable[[int], None] | None = None
     """Told how many committed records a judging pass has just judged (`trialrun judge`)."""
     config_hash: str | None = None
@@ -150,6 +158,28 @@ class ExperimentRun:
                 self.store.add_event("cache_error", str(exc))
         if committed:
             self.on_commit(committed)
+            if self.gates:
+                for _, record in committed:
+                    self.gates.add(orjson.loads(record))
+                self.check_gates()
+
+    def check_gates(self) -> None:
+        """A gate that fires stops every lane of the run (its trials stay pending)."""
+        if self.gates is None or GATE_STOP in self.stopped_lanes:
+            return
+        fired = self.gates.check()
+        if fired is None:
+            return
+        message = fired.message()
+        self.stopped_lanes[GATE_STOP] = message
+        self.store.add_event(f"gate_{fired.action}", message)
+        self.store.set_meta(
+            {"gate": {"name": fired.gate, "action": fired.action, "message": message}}
+        )
+        for lane in [*self.store.lanes(), *(j.route.lane for j in self.judges)]:
+            self.stopped_lanes.setdefault(lane, message)
+        if self.on_warn is not None:
+            self.on_warn(message)
 
     def maybe_flush(self) -> None:
         if self.store.buffered() >= FLUSH_ROWS:

@@ -129,11 +129,13 @@ class BatchTables(StoreBase):
         )
         return [TurnOutcome(row[0], row[1], row[2]) for row in rows]
 
-    def ready_requests(self) -> Iterator[ReadyRequest]:
-        """Every request ready to submit, in the order they were made ready."""
+    def ready_requests(self, state: str = "ready") -> Iterator[ReadyRequest]:
+        """Every request ready to submit (or, with `state`, in that state: `submitted`, out
+        in a batch), in the order they were made ready."""
         cursor = self.conn.execute(
             "SELECT r.custom_id, t.model, r.turn, r.request FROM batch_requests r "
-            "JOIN trials t ON t.trial_id = r.trial_id WHERE r.state='ready' ORDER BY r.rowid"
+            "JOIN trials t ON t.trial_id = r.trial_id WHERE r.state=? ORDER BY r.rowid",
+            (state,),
         )
         while rows := cursor.fetchmany(1000):
             yield from (ReadyRequest(r[0], r[1], r[2], r[3]) for r in rows)

@@ -295,6 +295,14 @@ class Store(BatchTables, JudgmentTables, AnnotationTables):
             "cost_unknown": row[5],
         }
 
+    def total_spend(self) -> float:
+        """The known cost of every answered call so far, the judges' included (batch lines
+        at their batch price): what a budget counts as spent."""
+        row = self.conn.execute(
+            "SELECT COALESCE(SUM(cost_usd), 0) FROM attempts WHERE response IS NOT NULL"
+        ).fetchone()
+        return float(row[0])
+
     def recent_rate(self, window_s: float = 60.0) -> float:
         """Trials finished per second over the last window (for ETAs)."""
         since = datetime.fromtimestamp(time.time() - window_s, UTC)
