@@ -165,3 +165,24 @@ def test_batch_mode_submits_only_what_fits_and_stops_at_the_cap(
     records = read_results(run)
     assert len(records) == 40 and all(r["status"] == "done" for r in records)
     assert sum(len(b["requests"]) for b in server.batches.values()) == 40
+
+
+def test_a_call_that_cannot_fit_once_all_calls_settled_stops_instead_of_waiting() -> None:
+    """Float sums of reservations do not return exactly to 0 (0.1 + 0.2 - 0.1 - 0.2 is not
+    0): the budget counts its reservations, so it never waits for a settle that is not
+    coming (this hung a run once)."""
+    import asyncio
+
+    from trialrun.executor.budget import Budget, BudgetReached
+
+    async def scenario() -> None:
+        budget = Budget(cap=1.0, spent=0.0)
+        for usd in (0.1, 0.2, 0.3):
+            await budget.reserve(usd)
+        for usd, actual in ((0.1, 0.1), (0.2, 0.2), (0.3, 0.3)):
+            budget.settle(usd, actual)
+        assert budget.outstanding == 0
+        with pytest.raises(BudgetReached):
+            await asyncio.wait_for(budget.reserve(0.5), timeout=2)
+
+    asyncio.run(scenario())

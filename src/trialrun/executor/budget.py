@@ -59,6 +59,9 @@ class Budget:
     warn_at: float = 0.8
     on_warn: Callable[[str], None] | None = None
     reserved: float = 0.0
+    outstanding: int = 0
+    """Reservations not settled yet (counted, since float sums of reservations do not
+    return exactly to 0)."""
     reached: str | None = None
     """Why the run stopped on its budget, once it did."""
     _settled: asyncio.Event = field(default_factory=asyncio.Event)
@@ -73,7 +76,7 @@ class Budget:
         while not self.fits(usd):
             if self.reached is not None:
                 raise BudgetReached(self.reached)
-            if self.reserved <= 0:
+            if self.outstanding == 0:
                 self.reached = (
                     f"budget reached: ${self.spent:.4f} spent of budget.max_usd ${self.cap:g}; "
                     f"the next call could cost up to ${usd:.4f}"
@@ -82,11 +85,13 @@ class Budget:
             self._settled.clear()
             await self._settled.wait()
         self.reserved += usd
+        self.outstanding += 1
 
     def settle(self, reserved: float, actual: float | None) -> None:
         """A call ended: its reservation goes, what it cost (None: unknown, counted at the
         reservation, never at 0) is spent."""
-        self.reserved = max(self.reserved - reserved, 0.0)
+        self.outstanding = max(self.outstanding - 1, 0)
+        self.reserved = max(self.reserved - reserved, 0.0) if self.outstanding else 0.0
         self.spent += reserved if actual is None else actual
         self._settled.set()
         if not self._warned and self.spent >= self.warn_at * self.cap:
