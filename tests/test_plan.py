@@ -246,3 +246,25 @@ def test_a_real_run_prints_the_params_warning_once(
     assert result.err.count("cannot take temperature") == 1
     assert "never reaches the model" in result.err
     assert only_run(Path("runs"))
+
+
+def test_plan_says_how_long_in_real_time_and_in_batch_mode(
+    cli: Callable[..., CliResult], tmp_path: Path
+) -> None:
+    """A 10-turn protocol at 60 rpm: 100 trials x 10 requests take 1,000 s of rpm in real
+    time, against 10 batch stages (about 10 h, up to 10 days)."""
+    config = base_config(
+        models=[{"model": "openai/gpt-4o-mini"}],
+        dataset={"items": [{"id": "a", "prompt": "x", "category": "c"}]},
+        grid={},
+        repeats=100,
+        followups=[f"again {k}" for k in range(9)],
+        limits={"openai": {"rpm": 60}},
+    )
+    (tmp_path / "long.yaml").write_text(yaml.safe_dump(config))
+    out = cli("plan", "long.yaml").out
+    line = next(line for line in out.splitlines() if line.startswith("duration:"))
+    assert "about 17 min in real time (bound by rpm on openai" in line
+    assert "10 stages x ~1 h typical = ~10.0 h (up to 10.0 days" in line
+    slow = cli("plan", "long.yaml", "--latency", "100").out
+    assert "bound by concurrency x latency" in slow  # 1,000 x 100 s / 64 > 1,000 s

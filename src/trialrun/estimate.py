@@ -315,3 +315,95 @@ def _preview(prepared: Prepared, route: ModelRoute, trial: PendingTrial) -> Prev
         error=error,
         followups=[t.source for t in prepared.conversation.followups],
     )
+
+
+# ------------------------------------------------------------------ wall time
+
+DEFAULT_LATENCY_S = 2.0
+"""A typical API call's seconds when neither `plan --latency` nor the mock's config says."""
+BATCH_TYPICAL_H = 1.0
+"""A batch's typical turnaround in hours (often minutes, sometimes hours); the providers'
+window is 24 h, the worst case shown beside it."""
+BATCH_WINDOW_H = 24.0
+
+
+@dataclass(frozen=True)
+class WallTime:
+    """How long a plan takes: real time (per lane, the slowest lane wins) and batch mode."""
+
+    realtime_s: float
+    bound_by: str
+    """What sets the real-time figure: `rpm`, `tpm`, `concurrency x latency` or `turns in a row`."""
+    lane: str
+    latency_s: float
+    stages: int
+    """Batch stages: one per turn, one more per online judge stage."""
+    batch_typical_h: float
+    batch_worst_h: float
+
+
+def wall_time(prepared: Prepared, result: Estimate, latency_s: float | None = None) -> WallTime:
+    """Real time from each lane's limits: requests / rpm, tokens / tpm and requests x latency
+    / concurrency, the largest (lanes run side by side, so the slowest lane's); never less
+    than one trial's turns in a row. Batch mode: stages x a typical turnaround (24 h at
+    worst per stage)."""
+    experiment = prepared.experiment
+    mock = experiment.mock
+    by_lane: dict[str, list[ModelEstimate]] = {}
+    entries = {m.label: m for m in experiment.models}
+    judges = {f"{j.label} (judge: {j.model})": j for j in experiment.judges()}
+    for m in result.models:
+        entry = entries.get(m.label) or judges.get(m.label)
+        provider = "mock" if m.free else (entry.provider if entry else m.model.split("/")[0])
+        by_lane.setdefault(provider, []).append(m)
+    worst = (0.0, "turns in a row", "-")
+    latency = latency_s
+    for lane, models in by_lane.items():
+        lane_latency = latency_s if latency_s is not None else _latency(lane, mock.latency_s)
+        latency = lane_latency if latency is None else max(latency, lane_latency)
+        limit = experiment.limits.get(lane)
+        requests = sum(m.requests for m in models)
+        tokens = sum(m.input_tokens + m.output_tokens for m in models)
+        concurrency = (limit.concurrency if limit else None) or (
+            mock.concurrency if lane == "mock" else 64
+        )
+        candidates = [(requests * lane_latency / concurrency, "concurrency x latency")]
+        if limit is not None and limit.rpm:
+            candidates.append((requests / limit.rpm * 60, "rpm"))
+        if limit is not None and limit.tpm:
+            candidates.append((tokens / limit.tpm * 60, "tpm"))
+        seconds, bound = max(candidates)
+        if seconds > worst[0]:
+            worst = (seconds, bound, lane)
+    turns = experiment.turn_count()
+    online = any(j.when == "online" for j in experiment.judges())
+    latency = DEFAULT_LATENCY_S if latency is None else latency
+    chain = (turns + int(online)) * latency
+    seconds, bound, lane = worst
+    if chain > seconds:
+        seconds, bound = chain, "turns in a row"
+    stages = turns + (1 if experiment.judges() else 0)
+    return WallTime(
+        seconds,
+        bound,
+        lane,
+        latency,
+        stages,
+        stages * BATCH_TYPICAL_H,
+        stages * BATCH_WINDOW_H,
+    )
+
+
+def _latency(lane: str, mock_latency: float) -> float:
+    return mock_latency if lane == "mock" else DEFAULT_LATENCY_S
+
+
+def duration_text(seconds: float) -> str:
+    """`45 s`, `12 min`, `3.4 h`, `2.1 days`."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"

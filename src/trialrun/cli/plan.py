@@ -13,7 +13,17 @@ from trialrun import api
 from trialrun.cli.common import LoadOptions, load_options, split_args, stdout
 from trialrun.cli.preparing import print_warnings, trial_progress
 from trialrun.display import visible
-from trialrun.estimate import Estimate, ModelEstimate, Preview, estimate, preview
+from trialrun.estimate import (
+    BATCH_TYPICAL_H,
+    Estimate,
+    ModelEstimate,
+    Preview,
+    WallTime,
+    duration_text,
+    estimate,
+    preview,
+    wall_time,
+)
 from trialrun.routing import KeyNeed
 
 
@@ -26,12 +36,20 @@ from trialrun.routing import KeyNeed
     limit="Count only the first N trials.",
 )
 @click.option(
+    "--latency",
+    type=click.FloatRange(min=0),
+    metavar="S",
+    help="Seconds a call takes, for the real-time duration (default: 2 s; the mock's own).",
+)
+@click.option(
     "--show",
     type=click.IntRange(min=1),
     metavar="N",
     help="Print the first N requests as they would be sent (messages and params).",
 )
-def command(args: tuple[str, ...], load: LoadOptions, show: int | None) -> None:
+def command(
+    args: tuple[str, ...], load: LoadOptions, latency: float | None, show: int | None
+) -> None:
     """Show what a config would run (items, cells, trials, requests), its tokens and cost;
     sends nothing and needs no API key."""
     configs, overrides = split_args(args)
@@ -41,7 +59,9 @@ def command(args: tuple[str, ...], load: LoadOptions, show: int | None) -> None:
     with trial_progress(prepared, "counting"):
         console.print(_counts_table(prepared))
     for p in prepared:
-        _print_estimate(console, p.experiment.name, estimate(p), p.experiment.mode == "batch")
+        result = estimate(p)
+        _print_estimate(console, p.experiment.name, result, p.experiment.mode == "batch")
+        console.print(_duration_line(wall_time(p, result, latency)), markup=False, soft_wrap=True)
         _print_keys(console, p.models.keys)
         if show:
             for number, request in enumerate(preview(p, show), 1):
@@ -92,6 +112,22 @@ def _print_estimate(console: Console, name: str, result: Estimate, batch_mode: b
     console.print(table)
     for line in _estimate_notes(result, batch_mode):
         console.print(line, markup=False, soft_wrap=True)
+
+
+def _duration_line(t: WallTime) -> str:
+    """Real time against batch mode, so a long protocol's many batch rounds show."""
+    realtime = (
+        f"about {duration_text(t.realtime_s)} in real time (bound by {t.bound_by}"
+        + (f" on {t.lane}" if t.lane != "-" else "")
+        + f", {t.latency_s:g} s a call)"
+    )
+    rounds = f"{t.stages} stage{'s' if t.stages != 1 else ''}"
+    batch = (
+        f"batch mode: {rounds} x ~{BATCH_TYPICAL_H:g} h typical = ~"
+        f"{duration_text(t.batch_typical_h * 3600)} (up to {duration_text(t.batch_worst_h * 3600)}"
+        " at the providers' 24 h a stage)"
+    )
+    return f"duration: {realtime}; {batch}"
 
 
 def _usd(m: ModelEstimate, *, batch: bool) -> str:
