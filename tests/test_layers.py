@@ -33,6 +33,7 @@ LAYERS: list[tuple[str, ...]] = [
         "scoring",
         "integrity",
         "gates",
+        "sync",
     ),
     # 4: the public API
     (

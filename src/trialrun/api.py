@@ -50,6 +50,7 @@ from trialrun.running import aresume as aresume
 from trialrun.running import arun as arun
 from trialrun.running import collect as collect
 from trialrun.running import detach as detach
+from trialrun.running import open_target as open_target
 from trialrun.running import resume as resume
 from trialrun.running import resume_many as resume_many
 from trialrun.running import run as run

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,12 @@ from trialrun.errors import UsageError
 from trialrun.hashing import content_hash
 from trialrun.types import Trial
 
+SHARD_VARIABLES = (
+    ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN"),
+    ("BATCH_TASK_INDEX", "BATCH_TASK_COUNT", ""),
+)
+"""(index, count, first index) variables `--shard auto` reads, in this order."""
+
 
 @dataclass(frozen=True, slots=True)
 class Shard:
@@ -21,7 +28,10 @@ class Shard:
     count: int
 
     @classmethod
-    def parse(cls, text: str) -> Shard:
+    def parse(cls, text: str, environ: Mapping[str, str] | None = None) -> Shard:
+        """`I/N`, or `auto`: from a SLURM job array or a Google Cloud Batch job's variables."""
+        if text == "auto":
+            return cls.from_env(os.environ if environ is None else environ)
         left, sep, right = text.partition("/")
         try:
             index, count = int(left), int(right)
@@ -30,6 +40,30 @@ class Shard:
         if not sep or count < 1 or not 0 <= index < count:
             raise UsageError(f"--shard '{text}': expected I/N with 0 <= I < N, e.g. 0/4")
         return cls(index, count)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Shard:
+        """This task's shard: SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT, or Google Cloud
+        Batch's BATCH_TASK_INDEX/BATCH_TASK_COUNT (an array from 0; SLURM's `--array=1-N`
+        counts from SLURM_ARRAY_TASK_MIN)."""
+        for index_var, count_var, min_var in SHARD_VARIABLES:
+            if index_var in environ and count_var in environ:
+                try:
+                    index = int(environ[index_var]) - int(environ.get(min_var, "0") or 0)
+                    count = int(environ[count_var])
+                except ValueError:
+                    index, count = -1, 0
+                if not 0 <= index < count:
+                    raise UsageError(
+                        f"--shard auto: {index_var}={environ[index_var]} and "
+                        f"{count_var}={environ[count_var]} make no shard I/N with 0 <= I < N"
+                    )
+                return cls(index, count)
+        raise UsageError(
+            "--shard auto: neither SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT (a SLURM job "
+            "array) nor BATCH_TASK_INDEX/BATCH_TASK_COUNT (Google Cloud Batch) is set; "
+            "give --shard I/N"
+        )
 
     def holds(self, trial_id: str) -> bool:
         return int(trial_id[2:], 16) % self.count == self.index

@@ -43,6 +43,7 @@ from trialrun.runs import Run, RunBusy, create_runs, lock_run, open_run
 from trialrun.sandbox import signals_stop_renders
 from trialrun.scoring import Scorers
 from trialrun.store import Store, utcnow
+from trialrun.sync import Syncer, fetch_run, is_url, run_url
 from trialrun.templates import Conversation
 
 
@@ -230,9 +231,18 @@ def collect(
     return target
 
 
+def open_target(ref: str | Path | None, runs_dir: str | Path = "runs") -> Run:
+    """`open_run`, or for a synced run's URL (`s3://bucket/prefix/RUN_ID`), its latest
+    snapshot downloaded into `runs_dir/RUN_ID` first."""
+    if is_url(ref):
+        return Run(fetch_run(str(ref), runs_dir))
+    return open_run(ref, runs_dir)
+
+
 def _resume_target(ref: str | Path | Run | None, runs_dir: str | Path, mode: str | None) -> Run:
-    """The run `resume` means, once its `mode` switch (if any) is known to be a mode."""
-    target = ref if isinstance(ref, Run) else open_run(ref, runs_dir)
+    """The run `resume` means, once its `mode` switch (if any) is known to be a mode; a
+    synced run's URL is fetched into `runs_dir` first."""
+    target = ref if isinstance(ref, Run) else open_target(ref, runs_dir)
     if mode is not None and mode not in ("realtime", "batch"):
         raise ConfigError(f"mode={mode}: expected mode=realtime or mode=batch")
     return target
@@ -289,31 +299,45 @@ async def _aexecute(
             return
         raise
     caches: dict[Path, ResponseCache] = {}
+    syncers: dict[Path, Syncer] = {}
     opened: Opened = []
     try:
         for target in runs:
             opened.append(
                 _open_for_execution(
-                    target, caches, observer, retry_failed, mode, budget_usd, ignore_gates
+                    target, caches, observer, retry_failed, mode, budget_usd, ignore_gates, syncers
                 )
             )
         interrupted = await _main([e for e, _ in opened], observer, wait)
     finally:
-        _close(opened, caches, locks)
+        _close(opened, caches, locks, syncers)
         observer.finished()
     _raise_if_incomplete(runs, opened, interrupted)
 
 
-def _close(opened: Opened, caches: dict[Path, ResponseCache], locks: list[BinaryIO]) -> None:
-    """In-flight trials back to pending, results.jsonl rewritten whole, then all closed and
-    the locks let go (the caches are shared by the runs, so closed once each)."""
+def _close(
+    opened: Opened,
+    caches: dict[Path, ResponseCache],
+    locks: list[BinaryIO],
+    syncers: dict[Path, Syncer] | None = None,
+) -> None:
+    """In-flight trials back to pending, results.jsonl rewritten whole, the final sync, then
+    all closed and the locks let go (the caches are shared by the runs, so closed once each)."""
+    syncers = syncers if syncers is not None else {}
     for experiment_run, results in opened:
         experiment_run.store.clear_live()
         experiment_run.store.reset_running()
         results.rewrite(experiment_run.store)
         counts = experiment_run.store.counts()
         finish(results.path.parent, utcnow(), not counts["pending"] + counts["running"])
+        syncer = syncers.pop(results.path.parent, None)
+        if syncer is not None:
+            for note in syncer.close():
+                experiment_run.store.add_event("sync", note)
+            experiment_run.store.flush()
         experiment_run.store.close()
+    for syncer in syncers.values():  # a run that failed to open after its syncer started
+        syncer.close()
     for cache in caches.values():
         cache.close()
     for handle in locks:
@@ -328,6 +352,7 @@ def _open_for_execution(
     mode: str | None = None,
     budget_usd: float | None = None,
     ignore_gates: Sequence[str] = (),
+    syncers: dict[Path, Syncer] | None = None,
 ) -> tuple[ExperimentRun, ResultsFile]:
     """`target` ready for the executors: its store (mode switched if asked, stopped and,
     with `retry_failed`, failed trials pending again), results file, routes and cache."""
@@ -345,6 +370,7 @@ def _open_for_execution(
     counts = store.counts()
     observer.started(target, sum(counts.values()), counts["done"] + counts["failed"])
     mock = bool(meta["mock"])
+    syncer = _syncer(target, experiment, meta["run_id"])
     experiment_run = ExperimentRun(
         run_id=meta["run_id"],
         experiment=experiment,
@@ -353,7 +379,7 @@ def _open_for_execution(
         routes=build_routes(experiment, mock, observer.warn),
         cache=cache,
         id_field=meta["id_field"],
-        on_commit=_on_commit(target, results, observer),
+        on_commit=_on_commit(target, results, observer, syncer, store),
         on_wait=lambda lane, seconds, note: observer.waiting(target, lane, seconds, note),
         on_warn=observer.warn,
         reuse_attempts=store.has_attempts(),
@@ -377,7 +403,18 @@ def _open_for_execution(
     if experiment_run.mode == "batch":
         check_batch_support(experiment_run.routes, str(target.path))
         check_batch_support({j.name: j.route for j in experiment_run.judges}, str(target.path))
+    if syncer is not None and syncers is not None:
+        syncers[target.path] = syncer.start()
     return experiment_run, results
+
+
+def _syncer(target: Run, experiment: Experiment, run_id: str) -> Syncer | None:
+    """The run's uploader when `output.sync` names a place (not started yet)."""
+    output = experiment.output
+    if output.sync is None:
+        return None
+    url = run_url(output.sync, run_id)
+    return Syncer(target.path, url, output.sync_every, output.sync_interval_s)
 
 
 def _gates(
@@ -437,14 +474,25 @@ def shared_cache(experiment: Experiment, caches: dict[Path, ResponseCache]) -> R
 
 
 def _on_commit(
-    target: Run, results: ResultsFile, observer: Observer
+    target: Run,
+    results: ResultsFile,
+    observer: Observer,
+    syncer: Syncer | None = None,
+    store: Store | None = None,
 ) -> Callable[[list[tuple[str, str]]], None]:
-    """What follows each committed group: its records appended to results.jsonl, counts told."""
+    """What follows each committed group: its records appended to results.jsonl, counts told,
+    the syncer told (and its failures warned about and kept as events)."""
 
     def on_commit(committed: list[tuple[str, str]]) -> None:
         results.append(record for _, record in committed)
         failed = sum(1 for status, _ in committed if status == "failed")
         observer.committed(target, len(committed) - failed, failed)
+        if syncer is not None:
+            syncer.committed(len(committed))
+            for note in syncer.notes():
+                observer.warn(note)
+                if store is not None:
+                    store.add_event("sync", note)
 
     return on_commit
 

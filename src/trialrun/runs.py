@@ -33,6 +33,7 @@ from trialrun.loading import Prepared
 from trialrun.provenance import git_state, manifest, source_files, template_hashes
 from trialrun.providers import registry
 from trialrun.store import DB_NAME, Store, utcnow
+from trialrun.sync import read_state
 
 
 class Run:
@@ -99,6 +100,8 @@ class Run:
                 "total": sum(counts.values()),
                 "spend": store.spend(),
                 "running": running,
+                "pid": owner_pid(self.path) if running else None,
+                "sync": read_state(self.path),
                 "live": meta.get("live") if running else None,
                 "rate_per_s": rate,
                 "eta_s": left / rate if rate > 0 and left else None,
@@ -328,11 +331,17 @@ def lock_run(folder: Path) -> BinaryIO:
 
 def _owner(folder: Path) -> str:
     """Who holds the lock, for the message: `pid 123` as `run.lock` says, if it says."""
+    pid = owner_pid(folder)
+    return f"pid {pid}" if pid is not None else "another process"
+
+
+def owner_pid(folder: Path) -> int | None:
+    """The pid `run.lock` names (the last process to take the run's lock), if it names one."""
     try:
         pid = (folder / OWNER_NAME).read_text(encoding="utf-8").strip()
     except OSError:
-        pid = ""
-    return f"pid {pid}" if pid.isdigit() else "another process"
+        return None
+    return int(pid) if pid.isdigit() else None
 
 
 def locked_by_other(folder: Path) -> bool:

@@ -43,7 +43,7 @@ def load_options(
     options = [
         click.option("--mock", is_flag=True, help=mock),
         click.option("--multirun", is_flag=True, help=multirun),
-        click.option("--shard", metavar="I/N", help=shard),
+        click.option("--shard", metavar="I/N|auto", help=shard),
         click.option("--limit", type=click.IntRange(min=1), help=limit),
     ]
 

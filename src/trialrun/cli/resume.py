@@ -33,7 +33,10 @@ def command(
     quiet: bool,
     runs_dir: str,
 ) -> None:
-    """Continue stopped or crashed RUNs (folders or ids; default: the latest), in one process.
+    """Continue stopped or crashed RUNs (folders, ids or sync URLs; default: the latest).
+
+    A RUN given as a sync URL (output.sync's URL/RUN_ID: s3://bucket/prefix/RUN_ID) is
+    downloaded from its latest snapshot into --dir first, then continued there.
 
     Work in flight at the stop is redone; committed results are never sent again.
     `mode=realtime` finishes a batch run's stragglers in real time (their batches are
@@ -46,6 +49,7 @@ def command(
       trialrun resume                                  # the latest run
       trialrun resume runs/pilot-20261123-101500-ab12 mode=realtime
       trialrun resume budget.max_usd=60                # past the budget it stopped at
+      trialrun resume s3://bucket/sweeps/pilot-20261123-101500-ab12   # on a new machine
     """
     runs = [arg for arg in args if "=" not in arg]
     mode, budget = None, None
@@ -61,7 +65,7 @@ def command(
                 )
             mode = value
     observer = api.Observer() if quiet else ProgressObserver()
-    targets = [api.open_run(ref, runs_dir) for ref in runs] or [api.open_run(None, runs_dir)]
+    targets = [api.open_target(ref, runs_dir) for ref in runs] or [api.open_run(None, runs_dir)]
     api.resume_many(
         targets,
         retry_failed=retry_failed,

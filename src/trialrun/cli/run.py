@@ -19,7 +19,7 @@ from trialrun.display import ProgressObserver, plain, print_summary
 @load_options(
     mock="Swap every API model for the offline mock provider of the same name.",
     multirun="Sweep: one experiment per combination of comma-separated override values.",
-    shard="Run only shard I of N (0 <= I < N), a stable 1/N.",
+    shard="Run only shard I of N (0 <= I < N), a stable 1/N; auto: this task's of a SLURM array or Google Cloud Batch job.",
     limit="Run only the first N trials.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")

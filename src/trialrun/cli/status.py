@@ -25,7 +25,7 @@ def command(run: str | None, runs_dir: str) -> None:
     console = stdout()
     counts = info["counts"]
     state = (
-        "running"
+        f"running (process {info['pid'] or '?'} alive)"
         if info["running"]
         else (
             "finished"
@@ -40,7 +40,11 @@ def command(run: str | None, runs_dir: str) -> None:
         how = "trialrun collect" if info["mode"] == "batch" else "trialrun judge"
         state = f"trials finished; {to_judge:,} judgments to make (`{how}` makes them)"
     console.print(Text.assemble(plain(info["run_id"], "bold"), f"  {state}"))
+    if not info["running"]:
+        console.print("process: not running")
     console.print(_state_table(counts, info["live"], info["total"]))
+    if info["sync"] is not None:
+        console.print(_sync_line(info["sync"]))
     for line in _live_lines(info["live"]) + _logprob_lines(info["missing_logprobs"]):
         console.print(plain(line))
     spend = info["spend"]
@@ -105,6 +109,20 @@ def _live_lines(live: dict[str, Any] | None) -> list[str]:
         if left > 0:
             lines.append(f"{lane}: waiting {left:.0f} s more (the server's Retry-After)")
     return lines
+
+
+def _sync_line(sync: dict[str, Any]) -> Text:
+    """The last upload to output.sync: when, and whether it went through."""
+    if sync.get("ok"):
+        return Text.assemble(
+            "sync: ",
+            plain(str(sync.get("url"))),
+            f" ok at {sync.get('at')} ({sync.get('trials') or 0:,} trials in the snapshot)",
+        )
+    return Text.assemble(
+        Text("sync failed: ", style="bold red"),
+        plain(f"{sync.get('url')} at {sync.get('at')}: {sync.get('error')}"),
+    )
 
 
 def _budget_line(budget: dict[str, Any]) -> Text:
