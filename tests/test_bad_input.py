@@ -104,11 +104,11 @@ def test_wrong_type_names_key_and_value(
     assert_nothing_written(isolated)
 
 
-def test_planned_key_in_a_config_file(
+def test_a_task_that_cannot_be_imported_in_a_config_file(
     cli: Callable[..., CliResult], write_config: Callable[..., Path], isolated: Path
 ) -> None:
-    write_config(task="pkg.mod:fn")
-    assert_usage_error(cli("run", "exp.yaml"), "exp.yaml", "key 'task'", "planned")
+    write_config(task="no_such_pkg.mod:fn", followups=[])
+    assert_usage_error(cli("run", "exp.yaml"), "exp.yaml", "task", "cannot import no_such_pkg")
     assert_nothing_written(isolated)
 
 

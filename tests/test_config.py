@@ -139,13 +139,18 @@ def test_override_of_a_key_that_does_not_exist_names_the_override(override: str,
     assert f"unknown key '{key}'" in message
 
 
-@pytest.mark.parametrize("override", ["task=pkg.mod:fn", "task.x=1"])
-def test_override_of_a_planned_key_says_it_is_planned(override: str) -> None:
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [("task=pkg.mod:fn", None), ("task=not-a-path", "expected package.module:function")],
+)
+def test_task_override_is_validated_like_the_file(override: str, expected: str | None) -> None:
+    raw = apply_overrides(base_config(followups=[]), [override])
+    if expected is None:
+        assert validate(raw, "exp.yaml").task == "pkg.mod:fn"
+        return
     with pytest.raises(ConfigError) as info:
-        apply_overrides(base_config(), [override])
-    message = str(info.value)
-    assert f"override '{override}'" in message
-    assert "is planned but not in this version" in message
+        validate(raw, "exp.yaml")
+    assert f"override '{override}'" in str(info.value) and expected in str(info.value)
 
 
 def test_override_of_a_misspelt_key_suggests_the_closest_name() -> None:
@@ -312,15 +317,15 @@ def test_grid_key_without_values_is_rejected() -> None:
 
 
 @pytest.mark.parametrize(
-    ("key", "value"),
+    ("changes", "expected"),
     [
-        ("task", "pkg.mod:fn"),
+        ({"task": "pkg.mod"}, "key 'task': expected package.module:function"),
+        ({"task": "pkg.mod:fn", "mode": "batch"}, "batch mode cannot"),
+        ({"task": "pkg.mod:fn"}, "task: a custom trial makes its own turns; remove followups"),
     ],
 )
-def test_planned_keys_say_they_are_planned(key: str, value: object) -> None:
-    message = config_error(base_config(**{key: value}))
-    assert f"key '{key}'" in message
-    assert "planned" in message
+def test_task_bad_input_says_what_is_expected(changes: dict[str, object], expected: str) -> None:
+    assert expected in config_error(base_config(**changes))
 
 
 def test_unknown_mode_is_rejected_as_a_wrong_value() -> None:

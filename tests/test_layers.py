@@ -18,7 +18,16 @@ LAYERS: list[tuple[str, ...]] = [
     # 0: no trialrun imports but each other
     ("errors", "types", "hashing", "secrets", "stats", "verdicts", "power", "sampling"),
     # 1: the config and what reads only it
-    ("config", "config_yaml", "env_refs", "overrides", "pricing", "sandbox", "metrics"),
+    (
+        "config",
+        "config_yaml",
+        "env_refs",
+        "overrides",
+        "pricing",
+        "sandbox",
+        "metrics",
+        "user_code",
+    ),
     # 2: the outside world and the run's database
     ("providers", "local", "store", "templates"),
     # 3: experiments into trials, and running them

@@ -41,9 +41,10 @@ SAMPLING_PARAMS = frozenset(
         "repetition_penalty",
     }
 )
-PLANNED_KEYS = {
-    "task": "custom trial functions",
-}
+PLANNED_KEYS: dict[str, str] = {}
+"""Top-level keys reserved for a later version (name -> what they will do): refused with
+a note that they are planned rather than as unknown keys."""
+TASK_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
 
 
 class StrictModel(BaseModel):
@@ -410,6 +411,8 @@ class Experiment(StrictModel):
     """One user message template per extra turn; turn k+1 sees the answers of turns 1..k."""
     params: dict[str, Any] = Field(default_factory=lambda: {"max_tokens": 512})
     """Sampling params sent to every model."""
+    task: str | None = None
+    """A custom trial, `package.module:function` (sync or async), imported from the config's folder or the Python path: it gets a context (item, grid, seed, repeat, model, params, `ctx.generate(...)`) and returns a dict, kept as the record's `output`; its calls are the record's turns. Real-time mode only. See the guide's "Custom trials"."""
     mode: Literal["realtime", "batch"] = "realtime"
     """`realtime` calls the APIs now; `batch` submits to the providers' batch APIs (half price, results within 24 h), one stage per turn."""
     batch: BatchConfig = Field(default_factory=lambda: BatchConfig())
@@ -514,6 +517,26 @@ class Experiment(StrictModel):
                     f"{where}: a second judge named '{judge.label}'; give each a distinct 'name'"
                 )
             seen.add(judge.label)
+        return self
+
+    @field_validator("task")
+    @classmethod
+    def _task_path(cls, task: str | None) -> str | None:
+        if task is not None and not re.fullmatch(TASK_PATTERN, task):
+            raise ValueError("expected package.module:function")
+        return task
+
+    @model_validator(mode="after")
+    def _task_runs_in_real_time(self) -> Experiment:
+        if self.task is None:
+            return self
+        if self.mode == "batch":
+            raise ValueError(
+                "task: a custom trial runs Python between its calls, which batch mode cannot; "
+                "use mode: realtime"
+            )
+        if self.followups:
+            raise ValueError("task: a custom trial makes its own turns; remove followups")
         return self
 
     def turn_count(self) -> int:

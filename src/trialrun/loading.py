@@ -21,6 +21,7 @@ from trialrun.config_yaml import read_yaml
 from trialrun.dataset import Dataset, load_dataset
 from trialrun.errors import ConfigError, unstorable_text
 from trialrun.executor.judge import compile_prompt, read_prompt_files
+from trialrun.executor.task import load_task
 from trialrun.gates import Gates
 from trialrun.integrity import check_disjoint
 from trialrun.overrides import Overridden, apply_overrides, expand_multirun, override_label
@@ -143,6 +144,8 @@ def load(
     conversation = Conversation(experiment, source)
     conversation.check_names()
     scorers = Scorers(experiment, source, experiment.dataset.id)
+    if experiment.task is not None:
+        load_task(experiment.task, source)  # a bad path: one line now, nothing written
     answers = graded_mock_answers(experiment, mock, source)
     answers += judge_prompts(experiment, source)
 

@@ -32,6 +32,7 @@ from trialrun.executor.budget import BUDGET_STOP, Budget
 from trialrun.executor.cache import ResponseCache, cache_dir
 from trialrun.executor.judge import compile_judges
 from trialrun.executor.realtime import execute
+from trialrun.executor.task import load_task
 from trialrun.executor.trial import GATE_STOP, ExperimentRun
 from trialrun.export import RESULTS_NAME, ResultsFile
 from trialrun.gates import Gates, gate_names
@@ -387,6 +388,7 @@ def _open_for_execution(
         switched=switched,
         scorers=Scorers(experiment, meta["source"], meta["id_field"]),
         config_hash=meta.get("hashes", {}).get("config"),
+        task=load_task(experiment.task, meta["source"]) if experiment.task else None,
     )
     judge_routes = build_judge_routes(experiment, mock, observer.warn)
     experiment_run.judges = compile_judges(experiment, judge_routes, meta["source"])
@@ -401,6 +403,8 @@ def _open_for_execution(
             observer.warn,
         )
     if experiment_run.mode == "batch":
+        if experiment.task:
+            raise ConfigError(f"{target.path}: task: a custom trial runs in real time only")
         check_batch_support(experiment_run.routes, str(target.path))
         check_batch_support({j.name: j.route for j in experiment_run.judges}, str(target.path))
     if syncer is not None and syncers is not None:

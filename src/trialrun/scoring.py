@@ -14,18 +14,16 @@ trialrun never turns an error into a verdict.
 
 from __future__ import annotations
 
-import importlib
 import math
 import re
-import sys
 import unicodedata
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from trialrun.config import Experiment, ScorerConfig
 from trialrun.errors import ConfigError, TrialrunError
 from trialrun.templates import Template
+from trialrun.user_code import import_function
 
 Value = bool | float | int | None
 Scored = tuple[dict[str, Value], dict[str, str]]
@@ -238,22 +236,7 @@ def option_probability(
 def _import(path: str, where: str, source: str = "") -> Callable[..., Any]:
     """`package.module:fn`, importable from the current folder, the config's folder (a
     `scorers.py` beside the config) or anywhere on the Python path."""
-    module_name, _, name = path.partition(":")
-    folder = str(Path(source).resolve().parent) if source and Path(source).is_file() else None
-    added = folder is not None and folder not in sys.path
-    if added:
-        sys.path.append(str(folder))
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # any failure to import a user's module is the config's
-        raise ConfigError(f"{where}.function: cannot import {module_name} ({exc})") from None
-    finally:
-        if added:
-            sys.path.remove(str(folder))
-    function = getattr(module, name, None)
-    if not callable(function):
-        raise ConfigError(f"{where}.function: {module_name} has no function {name}")
-    return function  # type: ignore[no-any-return]
+    return import_function(path, f"{where}.function", source)
 
 
 def _call(function: Callable[..., Any], item: dict[str, Any], record: dict[str, Any]) -> Value:

@@ -43,7 +43,7 @@ TRUNCATED = frozenset({"length", "max_tokens", "MAX_TOKENS"})
 FILTERED = frozenset({"content_filter", "SAFETY", "refusal", "PROHIBITED_CONTENT"})
 """Finish reasons of a reply a provider withheld: a refusal."""
 JUDGE_NAMES = frozenset(
-    {"item", "grid", "turns", "response", "scores", "model", "repeat", "seed", "judge"}
+    {"item", "grid", "turns", "response", "scores", "model", "repeat", "seed", "judge", "output"}
 )
 """The names a judge's prompt may read, beside the grid values by name."""
 
@@ -90,7 +90,8 @@ def compile_prompt(config: JudgeConfig, where: str, grid: Iterable[str]) -> Temp
     if unknown:
         raise ConfigError(
             f"{where}.prompt: unknown name '{sorted(unknown)[0]}' (a judge's prompt reads "
-            "item.<field>, grid values by name, turns, response, scores, model, repeat, seed)"
+            "item.<field>, grid values by name, turns, response, scores, output, model, repeat, "
+            "seed)"
         )
     return template
 
@@ -160,9 +161,10 @@ def judge_context(
     run: ExperimentRun, record: dict[str, Any], history: list[dict[str, str]] | None = None
 ) -> dict[str, Any]:
     """What a judge's prompt sees: the item (id included), grid values, the turns (each
-    `{user, response}`), the last `response`, `scores`, and the graded `model`, which a
-    prompt shows only if it asks for it. `history` is the trial's turns when the caller
-    has them; otherwise the user messages are rendered again from the templates."""
+    `{user, response}`), the last `response`, `scores`, a custom trial's `output` (None
+    for other trials), and the graded `model`, which a prompt shows only if it asks for
+    it. `history` is the trial's turns when the caller has them; otherwise the user
+    messages are rendered again from the templates (a task's turns carry their own)."""
     item = {run.id_field: record["item_id"], **record["item"]}
     grid = record["grid"]
     context: dict[str, Any] = {
@@ -180,6 +182,7 @@ def judge_context(
     context["turns"] = turns
     context["response"] = responses[-1] if responses else ""
     context["scores"] = record.get("scores") or {}
+    context["output"] = record.get("output")
     return context
 
 
@@ -189,6 +192,8 @@ def _history(
     """The trial's turns as `{user, response}`, its user messages rendered again as the
     trial rendered them (a template that fails now leaves that user message empty)."""
     history: list[dict[str, str]] = []
+    if record["turns"] and all("user" in turn for turn in record["turns"]):  # a task's calls
+        return [{"user": t["user"], "response": t["response"]} for t in record["turns"]]
     try:
         messages = run.conversation.first_messages(context)
     except TrialrunError:

@@ -29,6 +29,7 @@ from trialrun.executor.judge import (
 )
 from trialrun.executor.limits import Limiter, estimate_tokens
 from trialrun.executor.retry import backoff_s
+from trialrun.executor.task import run_task
 from trialrun.executor.trial import (
     ExperimentRun,
     ModelRoute,
@@ -156,32 +157,16 @@ async def _run_lane(
 async def _run_trial(
     run: ExperimentRun, trial: PendingTrial, limiters: Limiters, rng: random.Random
 ) -> None:
-    route = run.routes[trial.model]
-    limiter = limiters.get(route, run)
     params = trial_params(run, trial)
     context = template_context(trial)
     started_at, clock = utcnow(), time.perf_counter()
-    result = TrialResult()
-    history: list[dict[str, str]] = []
     try:
-        options = request_options(route, context)
-        messages = run.conversation.first_messages(context)
-        for turn in range(run.experiment.turn_count()):
-            if turn:
-                messages = followup_messages(run, context, messages, turn, history)
-            request = build_request(route, trial, turn, messages, params, options)
-            outcome = await _call(run, route, request, messages, params, limiter, rng)
-            result.retries += max(outcome.attempts - 1, 0)
-            if outcome.response is None:
-                result.error = outcome.error
-                break
-            result.turns.append(outcome.response.to_json())
-            history = [*history, {"user": last_user(messages), "response": outcome.response.text}]
-            messages = [*messages, {"role": "assistant", "content": outcome.response.text}]
+        if run.task is not None:
+            result, history = await _task_turns(run, trial, params, context, limiters, rng)
+        else:
+            result, history = await _turns(run, trial, params, context, limiters, rng)
     except LaneStopped:
         return
-    except TrialrunError as exc:
-        result.error = str(exc)
     record = make_record(run, trial, params, result, started_at, clock)
     judges = run.online_judges()
     if judges and result.error is None:
@@ -203,6 +188,75 @@ async def _run_trial(
             run.count_judgment(row.judge, row.state == "done")
         apply_verdicts(record, run.judges, rows)
     store_record(run, trial, record)
+
+
+async def _turns(
+    run: ExperimentRun,
+    trial: PendingTrial,
+    params: dict[str, Any],
+    context: dict[str, Any],
+    limiters: Limiters,
+    rng: random.Random,
+) -> tuple[TrialResult, list[dict[str, str]]]:
+    """The config's turns in order: (the result, each turn's `{user, response}`)."""
+    route = run.routes[trial.model]
+    limiter = limiters.get(route, run)
+    result = TrialResult()
+    history: list[dict[str, str]] = []
+    try:
+        options = request_options(route, context)
+        messages = run.conversation.first_messages(context)
+        for turn in range(run.experiment.turn_count()):
+            if turn:
+                messages = followup_messages(run, context, messages, turn, history)
+            request = build_request(route, trial, turn, messages, params, options)
+            outcome = await _call(run, route, request, messages, params, limiter, rng)
+            result.retries += max(outcome.attempts - 1, 0)
+            if outcome.response is None:
+                result.error = outcome.error
+                break
+            result.turns.append(outcome.response.to_json())
+            history = [*history, {"user": last_user(messages), "response": outcome.response.text}]
+            messages = [*messages, {"role": "assistant", "content": outcome.response.text}]
+    except TrialrunError as exc:
+        result.error = str(exc)
+    return result, history
+
+
+async def _task_turns(
+    run: ExperimentRun,
+    trial: PendingTrial,
+    params: dict[str, Any],
+    context: dict[str, Any],
+    limiters: Limiters,
+    rng: random.Random,
+) -> tuple[TrialResult, list[dict[str, str]]]:
+    """The `task:` function as the trial (executor/task.py), its calls sent as `_call`s;
+    a lane stopped under it (auth, budget, gate) leaves the trial pending."""
+    stopped: list[str] = []
+
+    async def send(
+        route: ModelRoute,
+        request: TurnRequest,
+        messages: list[dict[str, str]],
+        sent: dict[str, Any],
+    ) -> tuple[Response | None, str | None, int]:
+        try:
+            outcome = await _call(
+                run, route, request, messages, sent, limiters.get(route, run), rng
+            )
+        except LaneStopped as exc:
+            stopped.append(str(exc))
+            raise
+        return outcome.response, outcome.error, outcome.attempts
+
+    try:
+        done = await run_task(run, trial, params, context, send)
+    except TrialrunError as exc:  # the config's messages failed to render for this item
+        return TrialResult(error=str(exc)), []
+    if stopped:
+        raise LaneStopped(stopped[0])
+    return done.result, done.history
 
 
 def _asker(run: ExperimentRun, limiters: Limiters, rng: random.Random) -> Ask:

@@ -119,6 +119,8 @@ class ExperimentRun:
     """Told how many committed records a judging pass has just judged (`trialrun judge`)."""
     config_hash: str | None = None
     """The run's config hash (meta `hashes.config`), written into every record."""
+    task: Callable[..., Any] | None = None
+    """The config's `task:` function, imported (executor/task.py runs it as the trial)."""
 
     def online_judges(self) -> list[Judge]:
         return [j for j in self.judges if j.config.when == "online"]
@@ -404,6 +406,8 @@ class TrialResult:
     error: str | None = None
     """Why the trial failed; None when every turn was answered."""
     retries: int = 0
+    output: dict[str, Any] | None = None
+    """What a custom trial's function returned (executor/task.py); None for other trials."""
 
 
 def trial_cost(route: ModelRoute, turns: list[dict[str, Any]]) -> float | None:
@@ -500,7 +504,7 @@ def _record(
         "status": status,
         "turns": result.turns,
         "params": params,
-        "output": None,
+        "output": result.output,
         "scores": {},
         "score_errors": {},
         "judge": None,

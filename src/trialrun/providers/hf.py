@@ -162,6 +162,13 @@ class HfProvider(Provider):
             await RESIDENCY.release(holder)
             RESIDENCY.close_lane(holder)
 
+    def resident_model(self, model: str) -> Any:
+        """The loaded model (a `LoadedModel`) when `model` is loaded now, else None."""
+        holder = self._holder
+        if holder is None or holder.name != model:
+            return None
+        return self._loaded
+
     async def run_exclusive(self, model: str, fn: Callable[[Any], T]) -> T:
         """`fn(loaded)` on the model's worker thread with no batch running (for trial
         functions that hook the model: trialrun.local.steering)."""
