@@ -57,6 +57,7 @@ LAYERS: list[tuple[str, ...]] = [
         "judging",
         "report",
         "verification",
+        "view",
     ),
     # 5: what people see, and tools over the API
     ("display", "estimate", "doctor"),

@@ -14,6 +14,7 @@ A facade: each name lives in the module that owns its job, and is re-exported he
 - `trialrun.integrity`: duplicates and overlap in datasets (`check_data`), canaries.
 - `trialrun.verification`: a run folder checked against its manifest (`verify_run`).
 - `trialrun.report`: a run's statistics and trials as one HTML file (`write_report`).
+- `trialrun.view`: the live local dashboard over a runs folder (`serve_view`).
 """
 
 from __future__ import annotations
@@ -63,3 +64,5 @@ from trialrun.runs import list_runs as list_runs
 from trialrun.runs import open_run as open_run
 from trialrun.verification import VerifyLine as VerifyLine
 from trialrun.verification import verify_run as verify_run
+from trialrun.view import Dashboard as Dashboard
+from trialrun.view import serve_view as serve_view

@@ -46,6 +46,7 @@ def register() -> None:
         stats,
         status,
         verify,
+        view,
     )
 
     for module in (
@@ -60,6 +61,7 @@ def register() -> None:
         compare,
         power,
         report,
+        view,
         export,
         ls,
         doctor,

@@ -51,19 +51,32 @@ SCRIPT = """
 TRIAL_COLUMNS = ("item", "model", "cell", "repeat", "status", "scores", "verdicts", "answer")
 
 
+SECTIONS = {
+    "overview": "Overview",
+    "stats": "Rates and comparisons",
+    "judges": "Judges and agreement",
+    "scores": "Scores",
+    "usage": "Tokens, cost, latency, errors",
+    "trials": "Trials",
+    "provenance": "Provenance",
+}
+"""The report's sections by key, in page order (the dashboard shows some of them)."""
+
+
+def sections(data: ReportData, keys: Sequence[str] = tuple(SECTIONS)) -> list[tuple[str, str, str]]:
+    """(key, title, HTML) of the named sections, in the order asked."""
+    makers = {
+        "overview": _overview, "stats": _statistics, "judges": _judges, "scores": _scores,
+        "usage": _usage, "trials": _trials, "provenance": _provenance,
+    }  # fmt: skip
+    return [(key, SECTIONS[key], makers[key](data)) for key in keys]
+
+
 def render(data: ReportData) -> str:
     """The whole page."""
-    sections = [
-        ("overview", "Overview", _overview(data)),
-        ("stats", "Rates and comparisons", _statistics(data)),
-        ("judges", "Judges and agreement", _judges(data)),
-        ("scores", "Scores", _scores(data)),
-        ("usage", "Tokens, cost, latency, errors", _usage(data)),
-        ("trials", "Trials", _trials(data)),
-        ("provenance", "Provenance", _provenance(data)),
-    ]
-    nav = "".join(f"<a href='#{key}'>{escape(title)}</a>" for key, title, _ in sections)
-    body = "".join(f"<h2 id='{key}'>{escape(t)}</h2>{html}" for key, t, html in sections)
+    sections_ = sections(data)
+    nav = "".join(f"<a href='#{key}'>{escape(title)}</a>" for key, title, _ in sections_)
+    body = "".join(f"<h2 id='{key}'>{escape(t)}</h2>{html}" for key, t, html in sections_)
     title = f"trialrun report: {data.run_id}"
     return (
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"

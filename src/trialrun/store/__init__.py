@@ -6,7 +6,8 @@
 - `core`: `Store`, over the run tables (meta, items, trials, attempts, records, events);
 - `batches`: batch mode's tables, a family of queries `Store` mixes in;
 - `judgments`: the LLM judges' table, another;
-- `annotations`: human annotation's sheets (blinding keys) and labels, another.
+- `annotations`: human annotation's sheets (blinding keys) and labels, another;
+- `browse`: committed records a filtered page at a time (the dashboard's browser).
 
 A new family of tables (judgments, scores, annotations, sync state) is one more module
 like `batches.py`: a migration appended in `schema`, its rows in `rows`, and a mixin over
@@ -15,6 +16,7 @@ like `batches.py`: a migration appended in `schema`, its rows in `rows`, and a m
 
 from trialrun.store.annotations import AnnotationRow, SheetRow
 from trialrun.store.batches import BATCH_OPEN
+from trialrun.store.browse import RecordPage, RecordQuery
 from trialrun.store.core import LIVE_REFRESH_S, Store
 from trialrun.store.judgments import JUDGE_TURN
 from trialrun.store.rows import (
@@ -58,6 +60,8 @@ __all__ = [
     "OutstandingRequest",
     "PendingTrial",
     "ReadyRequest",
+    "RecordPage",
+    "RecordQuery",
     "RecordRow",
     "SheetRow",
     "Store",

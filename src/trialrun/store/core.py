@@ -23,6 +23,7 @@ from trialrun.hashing import canonical
 from trialrun.store.annotations import AnnotationTables
 from trialrun.store.base import Buffer
 from trialrun.store.batches import BatchTables
+from trialrun.store.browse import BrowseQueries
 from trialrun.store.judgments import JudgmentTables
 from trialrun.store.rows import PendingTrial, RecordRow
 from trialrun.store.schema import MIGRATIONS, STATES, connect, migrate, utcnow
@@ -33,7 +34,7 @@ LIVE_REFRESH_S = 5.0
 a live snapshot from a stale one."""
 
 
-class Store(BatchTables, JudgmentTables, AnnotationTables):
+class Store(BatchTables, JudgmentTables, AnnotationTables, BrowseQueries):
     """One run's database. Writers buffer rows and `flush()` commits them together.
 
     `with Store(path) as store:` closes it at the end of the block."""
