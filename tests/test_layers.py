@@ -55,6 +55,8 @@ LAYERS: list[tuple[str, ...]] = [
         "pilot",
         "annotation",
         "judging",
+        "merging",
+        "stopping",
         "report",
         "verification",
         "view",

@@ -36,6 +36,8 @@ from trialrun.loading import Prepared as Prepared
 from trialrun.loading import load as load
 from trialrun.loading import load_many as load_many
 from trialrun.loading import plan_summary as plan_summary
+from trialrun.merging import MergeReport as MergeReport
+from trialrun.merging import merge_runs as merge_runs
 from trialrun.pilot import Pilot as Pilot
 from trialrun.pilot import read_pilot as read_pilot
 from trialrun.report import REPORT_MAX_METRICS as REPORT_MAX_METRICS
@@ -62,6 +64,7 @@ from trialrun.runs import create_run as create_run
 from trialrun.runs import create_runs as create_runs
 from trialrun.runs import list_runs as list_runs
 from trialrun.runs import open_run as open_run
+from trialrun.stopping import stop_run as stop_run
 from trialrun.verification import VerifyLine as VerifyLine
 from trialrun.verification import verify_run as verify_run
 from trialrun.view import Dashboard as Dashboard
