@@ -85,14 +85,14 @@ def wait_until(check: Callable[[], bool], timeout: float = 20.0) -> None:
 def test_resume_from_bucket_after_kill_redoes_only_trials_after_the_last_snapshot(
     s3: Any, write_config: Callable[..., Path], tmp_path: Path, cli: Callable[..., Any]
 ) -> None:
-    items = [{"id": f"q{i:02d}", "prompt": f"Claim {i}?", "category": "c"} for i in range(40)]
+    items = [{"id": f"q{i:02d}", "prompt": f"Claim {i}?", "category": "c"} for i in range(20)]
     config = write_config(
         dataset={"items": items},
-        mock={"latency_s": 0.02},
-        limits={"mock": {"concurrency": 4}},
-        output={"dir": "runs", "sync": f"s3://{BUCKET}/sweeps", "sync_every": 20},
+        mock={"latency_s": 0.03},
+        limits={"mock": {"concurrency": 2}},
+        output={"dir": "runs", "sync": f"s3://{BUCKET}/sweeps", "sync_every": 10},
     )
-    total = 40 * 2 * 2
+    total = 20 * 2 * 2
     proc = trialrun_subprocess("run", str(config), "-q", cwd=tmp_path)
     try:
         wait_until(lambda: (tmp_path / "runs").is_dir() and run_folder(tmp_path) is not None)
@@ -100,7 +100,7 @@ def test_resume_from_bucket_after_kill_redoes_only_trials_after_the_last_snapsho
 
         def synced_enough() -> bool:
             state = sync.read_state(folder)
-            return bool(state and state["ok"] and (state["trials"] or 0) >= 40)
+            return bool(state and state["ok"] and (state["trials"] or 0) >= 20)
 
         wait_until(synced_enough)
         proc.send_signal(signal.SIGKILL)
@@ -110,7 +110,7 @@ def test_resume_from_bucket_after_kill_redoes_only_trials_after_the_last_snapsho
         proc.communicate(timeout=10)
     url = f"s3://{BUCKET}/sweeps/{folder.name}"
     snap = records_in(download_db(url, tmp_path / "snap.db"))
-    assert 40 <= len(snap) < total  # killed mid-way, after a snapshot
+    assert 20 <= len(snap) < total  # killed mid-way, after a snapshot
 
     result = cli("resume", url, "--dir", "fresh", "-q")
     assert result.code == 0, result.err
