@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from datasketch import MinHash, MinHashLSH
 
 from trialrun.dataset import read_rows
 from trialrun.errors import ConfigError, DatasetError, UsageError
@@ -110,13 +109,17 @@ def jaccard(a: set[str], b: set[str]) -> float:
     return len(a & b) / len(a | b) if a or b else 1.0
 
 
-def _minhash(grams: set[str]) -> MinHash:
+def _minhash(grams: set[str]) -> Any:
+    from datasketch import MinHash  # imported on use: it pulls in scipy (~0.4 s a command)
+
     signature = MinHash(num_perm=NUM_PERM, seed=1)
     signature.update_batch(gram.encode() for gram in grams)
     return signature
 
 
-def _index(sets: list[set[str]], threshold: float) -> MinHashLSH:
+def _index(sets: list[set[str]], threshold: float) -> Any:
+    from datasketch import MinHashLSH
+
     lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
     for index, grams in enumerate(sets):
         lsh.insert(index, _minhash(grams))

@@ -25,10 +25,14 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from scipy import optimize  # type: ignore[import-untyped, unused-ignore]
-from scipy import stats as sps  # type: ignore[import-untyped, unused-ignore]
+
+from trialrun.stats import LazyModule
+
+sps: Any = LazyModule("scipy.stats")
+optimize: Any = LazyModule("scipy.optimize")
 
 
 def _z(p: float) -> float:

@@ -22,15 +22,29 @@ malformed arguments (lengths that differ, a p-value of 2) raise `ValueError`.
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
-from scipy import stats as sps  # type: ignore[import-untyped, unused-ignore]
 
 from trialrun.errors import TrialrunError
+
+
+class LazyModule:
+    """A module imported on first use: scipy.stats takes ~0.8 s to import, and every
+    `trialrun` command imports this module (through the API), most never computing."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(importlib.import_module(self._name), attr)
+
+
+sps: Any = LazyModule("scipy.stats")
 
 ProportionMethod = Literal["wilson", "clopper-pearson"]
 AdjustMethod = Literal["bh", "holm"]
