@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 import trialrun
-from conftest import CliResult, base_config, only_run, read_results, trialrun_subprocess
+from conftest import ROOT, CliResult, base_config, only_run, read_results, trialrun_subprocess
 
 Cli = Callable[..., CliResult]
 MODULE = "trtasks"
@@ -262,3 +262,23 @@ def test_a_task_steers_a_tiny_local_model_and_records_the_injection(tmp_path: Pa
     ratio = injection["injected_norm"] / injection["mean_activation_norm"]
     assert injection["relative_norm"] == pytest.approx(ratio) and ratio > 0
     assert [len(r["turns"]) for r in records.values()] == [1, 1]  # steered runs are not turns
+
+
+def test_the_introspection_example_runs_offline_and_is_judged(tmp_path: Path) -> None:
+    pytest.importorskip("torch", reason="the local extra: pip install torch==2.13.0")
+    pytest.importorskip("transformers", reason="the local extra: pip install 'trialrun[local]'")
+    from trialrun.local.tiny import build_tiny_model
+
+    folder = build_tiny_model(tmp_path / "tiny", layers=6)
+    overrides = [f"models.0.model=hf/{folder}", "grid.layer=[0.5]", "grid.strength=[4.0]"]
+    overrides.append("params.max_tokens=8")
+    config = ROOT / "examples" / "introspection.yaml"
+    run = trialrun.run(str(config), overrides, limit=4)
+    records = read_results(run.path)
+    assert len(records) == 4 and {r["status"] for r in records} == {"done"}
+    for record in records:
+        output, injection = record["output"], record["output"]["injection"]
+        assert output["injected"] == record["grid"]["injected"]
+        assert injection["layer"] == 2  # 0.5 of 6 layers
+        assert injection["strength"] == (4.0 if output["injected"] else 0.0)
+        assert set(record["judge"]) == {"answer", "coherent", "detected_concept", "reasoning"}
