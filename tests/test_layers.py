@@ -60,6 +60,7 @@ LAYERS: list[tuple[str, ...]] = [
         "report",
         "verification",
         "view",
+        "inspect_log",
     ),
     # 5: what people see, and tools over the API
     ("display", "estimate", "doctor"),

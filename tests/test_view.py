@@ -134,13 +134,14 @@ def test_unknown_pages_and_runs_are_404_and_nothing_outside_the_folder_is_served
 def test_a_run_page_follows_a_run_written_by_another_process(
     write_config: Callable[..., Path], tmp_path: Path, dashboard: Dashboard
 ) -> None:
-    items = [{"id": f"q{i}", "prompt": f"p{i}", "answer": "a"} for i in range(30)]
+    items = [{"id": f"q{i}", "prompt": f"p{i}", "answer": "a"} for i in range(40)]
     write_config(
         dataset={"items": items}, models=[{"model": "mock/alpha"}, {"model": "mock/beta"}],
         grid={}, followups=[], mock={"latency_s": 0.1, "answer": "a"},
         limits={"mock": {"concurrency": 2}}, scores={"exact": {"equals": "{{ item.answer }}"}},
         cache={"enabled": False},
     )  # fmt: skip
+    dashboard.live.first_wait_s = 0.0  # poll at a steady pace; statistics come when ready
     writer = trialrun_subprocess("run", "exp.yaml", "--quiet", cwd=tmp_path)
     try:
         seen = _poll_while_running(dashboard, tmp_path / "runs", writer)
@@ -152,7 +153,7 @@ def test_a_run_page_follows_a_run_written_by_another_process(
     assert any(s["running"] for s in seen)
     assert any(s["peeking"] for s in seen)  # the warning beside live comparisons
     final = get_json(dashboard, run_url(only_run(tmp_path / "runs"), ".json"))
-    assert final["counts"]["done"] == 60 and not final["running"]
+    assert final["counts"]["done"] == 80 and not final["running"]
 
 
 def _poll_while_running(

@@ -28,6 +28,7 @@ from trialrun.annotation import export_disagreements as export_disagreements
 from trialrun.annotation import export_sheets as export_sheets
 from trialrun.annotation import import_sheet as import_sheet
 from trialrun.annotation.agreement import agreement as agreement
+from trialrun.inspect_log import write_inspect_logs as write_inspect_logs
 from trialrun.integrity import check_data as check_data
 from trialrun.integrity import found_anything as found_anything
 from trialrun.judging import JudgePass as JudgePass

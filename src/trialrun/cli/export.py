@@ -18,10 +18,11 @@ from trialrun.export import export, export_file, export_partitioned
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["jsonl", "csv", "parquet"]),
+    type=click.Choice(["jsonl", "csv", "parquet", "inspect"]),
     default="jsonl",
     show_default=True,
-    help="Output format (parquet needs pyarrow: pip install 'trialrun[parquet]').",
+    help="Output format (parquet needs pyarrow: pip install 'trialrun[parquet]'; inspect: "
+    "Inspect AI eval logs, one per cell, into the -o folder: pip install 'trialrun[inspect]').",
 )
 @click.option(
     "-o",
@@ -40,9 +41,10 @@ from trialrun.export import export, export_file, export_partitioned
 def command(
     run: str | None, fmt: str, output: str | None, partition_by: str | None, runs_dir: str
 ) -> None:
-    """Export RUN's committed records as JSONL (one record a line), flat CSV, or Parquet.
+    """Export RUN's committed records as JSONL, flat CSV, Parquet, or Inspect AI eval logs.
 
-    CSV and Parquet have one row a trial; Parquet adds the verdicts as columns
+    JSONL has one record a line;
+    CSV and Parquet one row a trial; Parquet adds the verdicts as columns
     (judge.FIELD, judges.NAME.FIELD, judge_errors.NAME) and keeps each column's type
     (bool, int, float, text). In Python, `trialrun.open_run(RUN).to_pandas()` gives the
     same table as a pandas DataFrame.
@@ -52,8 +54,17 @@ def command(
       trialrun export RUN -o results.jsonl
       trialrun export RUN --format parquet -o results.parquet
       trialrun export RUN --format jsonl --partition-by grid.concept -o by_concept/
+      trialrun export RUN --format inspect -o logs/ && inspect view --log-dir logs/
     """
     target = api.open_run(run, runs_dir)
+    if fmt == "inspect":
+        if output is None or partition_by:
+            raise UsageError(
+                "--format inspect writes one log per cell: give -o FOLDER, no --partition-by"
+            )
+        logs = api.write_inspect_logs(target, Path(output))
+        click.echo(f"{sum(logs.values())} samples → {output} ({len(logs)} logs)", err=True)
+        return
     if (fmt == "parquet" or partition_by) and output is None:
         need = "--partition-by" if partition_by else "--format parquet"
         raise UsageError(f"{need} writes files: give -o {'FOLDER' if partition_by else 'FILE'}")

@@ -97,6 +97,11 @@ class TrialSampler:
         parts.append(_outcomes(record))
         return "".join(parts)
 
+    def messages(self, record: dict[str, Any]) -> list[dict[str, str]]:
+        """The trial's conversation as {role, content} dicts (see `_conversation`); the
+        Inspect export's sample messages."""
+        return self._conversation(record)
+
     def _conversation(self, record: dict[str, Any]) -> list[dict[str, str]]:
         """The user and assistant messages of the trial; the system and first user
         messages rendered again from the config (a template that fails now shows a note)."""

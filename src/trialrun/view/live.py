@@ -21,6 +21,7 @@ import multiprocessing
 import sqlite3
 import threading
 import time
+from collections import deque
 from concurrent.futures import CancelledError, ProcessPoolExecutor
 from dataclasses import dataclass
 from html import escape
@@ -142,18 +143,44 @@ class LiveReports:
                 self._busy.pop((run.path, kind), None)
 
 
-def pulse(run: Run) -> dict[str, Any]:
-    """The fields of `Run.status()` that are cheap enough for every request (counts, rate,
-    ETA, running, batch jobs, events, gate): 0.1 s at 100,000 trials."""
+class Rates:
+    """Trials finished per second, from the finished counts this dashboard has seen over the
+    last `window_s` (no query: `Store.recent_rate` scans the records, 75 ms at 100,000)."""
+
+    def __init__(self, window_s: float = 60.0, min_span_s: float = 5.0) -> None:
+        self.window_s = window_s
+        self.min_span_s = min_span_s
+        self._lock = threading.Lock()
+        self._seen: dict[Path, deque[tuple[float, int]]] = {}
+
+    def observe(self, path: Path, finished: int) -> float | None:
+        """Record `finished` now; the rate over the window, None while it spans too little."""
+        now = time.monotonic()
+        with self._lock:
+            seen = self._seen.setdefault(path, deque())
+            seen.append((now, finished))
+            while len(seen) > 2 and now - seen[1][0] >= self.window_s:
+                seen.popleft()
+            start, first = seen[0]
+        span = now - start
+        return (finished - first) / span if span >= self.min_span_s else None
+
+
+def pulse(run: Run, rates: Rates, slow_rate: float | None) -> dict[str, Any]:
+    """The fields of `Run.status()` cheap enough for every request (counts, running, batch
+    jobs, events, gate; the rate and ETA from `rates`, else `slow_rate`, the background
+    status's): ~40 ms at 100,000 trials."""
     with run.store() as store:
-        counts, rate, meta = store.counts(), store.recent_rate(), store.meta()
+        counts, meta = store.counts(), store.meta()
         batches, events = store.batches(), store.events(10)
     left = counts["pending"] + counts["running"]
     running = run.is_running()
+    rate = rates.observe(run.path, counts["done"] + counts["failed"])
+    rate = slow_rate if rate is None else rate
     return {
         "run_id": run.run_id, "counts": counts, "total": sum(counts.values()),
         "running": running, "live": meta.get("live") if running else None,
-        "rate_per_s": rate, "eta_s": left / rate if rate > 0 and left else None,
+        "rate_per_s": rate or 0.0, "eta_s": left / rate if rate and left else None,
         "mode": meta.get("mode", "realtime"), "batches": batches, "events": events,
         "gate": meta.get("gate"),
     }  # fmt: skip

@@ -25,7 +25,7 @@ from trialrun.errors import RunNotFoundError, TrialrunError
 from trialrun.report.data import default_compare
 from trialrun.runs import Run, list_runs, open_run
 from trialrun.view.browse import browse
-from trialrun.view.live import LiveReports, Snapshot, pulse
+from trialrun.view.live import LiveReports, Rates, Snapshot, pulse
 from trialrun.view.pages import live_fragment, records_page, run_page, runs_page
 
 HOST = "127.0.0.1"
@@ -43,6 +43,7 @@ class Dashboard(ThreadingHTTPServer):
         self.runs_dir = runs_dir
         self.poll_ms = poll_ms
         self.live = LiveReports()
+        self.rates = Rates()
 
     def server_close(self) -> None:
         super().server_close()
@@ -111,7 +112,8 @@ class Handler(BaseHTTPRequestHandler):
         """`Run.status()` as last computed in the background, its cheap fields fresh."""
         cached = self.server.live.get(run, "status")
         slow = cached.value if cached is not None else {}
-        return {**slow, **pulse(run), "status_as_of": cached.computed_at if cached else None}
+        fresh = pulse(run, self.server.rates, slow.get("rate_per_s"))
+        return {**slow, **fresh, "status_as_of": cached.computed_at if cached else None}
 
     def _report(self, run: Run) -> Snapshot | None:
         return self.server.live.get(run, "report")
