@@ -1,9 +1,12 @@
-"""Checks a researcher wants before a long run: Python, packages, disk, cache, keys, and a
-config's dataset (found, parsed, its item count)."""
+"""Checks a researcher wants before a long run: Python, packages, the local extra and GPUs,
+disk, cache, keys, and a config's dataset (found, parsed, its item count)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib
+import importlib.util
 import os
 import shutil
 import sys
@@ -20,10 +23,16 @@ from trialrun.dataset import load_dataset
 from trialrun.env_refs import env_references, resolve_env
 from trialrun.errors import TrialrunError
 from trialrun.executor.cache import cache_dir
-from trialrun.provenance import PACKAGES, versions
+from trialrun.provenance import PACKAGES, gpu_info, versions
 from trialrun.providers import registry
 
 MIN_FREE_BYTES = 1 << 30
+LOCAL_PACKAGES = ("torch", "transformers", "tokenizers", "huggingface-hub")
+"""The `local` extra (hf/ models) and the torch it expects installed first."""
+LOCAL_INSTALL = (
+    "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu "
+    "(or your machine's build), then pip install 'trialrun[local]'"
+)
 PING_TIMEOUT_S = 10.0
 
 
@@ -48,12 +57,52 @@ def environment_checks(runs_dir: Path = Path("runs")) -> list[Check]:
                 version or f"not installed (for {extra}/ models: pip install 'trialrun[{extra}]')",
             )
         )
+    checks.append(local_extra_check())
+    checks += gpu_checks()
     probe = runs_dir if runs_dir.exists() else Path.cwd()
     free = shutil.disk_usage(probe).free
     checks.append(Check("disk", free >= MIN_FREE_BYTES, f"{free / 1e9:.1f} GB free at {probe}"))
     folder = cache_dir(None)
     checks.append(Check("cache", _writable(folder), str(folder)))
     return checks
+
+
+def local_extra_check() -> Check:
+    """Whether hf/ models can run here: the local extra's packages and their versions. Not a
+    failure when absent: the extra is optional."""
+    found = versions(LOCAL_PACKAGES)
+    listed = ", ".join(f"{name} {version}" for name, version in found.items() if version)
+    missing = [name for name, version in found.items() if version is None]
+    if not missing:
+        return Check("local extra", True, f"installed: {listed}")
+    detail = f"not installed (missing {', '.join(missing)}; for hf/ models: {LOCAL_INSTALL})"
+    return Check("local extra", True, detail)
+
+
+def gpu_checks() -> list[Check]:
+    """One line per GPU (name, memory, driver): nvidia-smi when it is on the PATH, else
+    torch.cuda when torch is installed (imported here, on demand: seconds)."""
+    gpus = gpu_info()
+    has_torch = importlib.util.find_spec("torch") is not None
+    if gpus is None and has_torch:
+        with contextlib.suppress(Exception):  # a broken torch: no GPU line, never a crash
+            importlib.import_module("torch")
+        gpus = gpu_info()
+    if not gpus:
+        smi = "nvidia-smi lists none" if shutil.which("nvidia-smi") else "no nvidia-smi on the PATH"
+        cuda = "torch.cuda sees none" if has_torch else "torch not installed"
+        return [Check("gpu", True, f"none found ({smi}; {cuda})")]
+    return [Check(f"gpu {i}", True, _describe_gpu(gpu)) for i, gpu in enumerate(gpus)]
+
+
+def _describe_gpu(gpu: dict[str, Any]) -> str:
+    memory = gpu.get("memory_mib")
+    parts = [str(gpu.get("name") or "unknown")]
+    parts.append(f"{memory / 1024:.1f} GiB" if memory else "memory unknown")
+    parts.append(f"driver {gpu['driver']}" if gpu.get("driver") else "driver unknown")
+    if gpu.get("cuda"):
+        parts.append(f"CUDA {gpu['cuda']}")
+    return ", ".join(parts)
 
 
 def config_checks(config: Path, *, ping: bool = True) -> list[Check]:

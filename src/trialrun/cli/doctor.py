@@ -16,9 +16,10 @@ from trialrun.display import plain
 @click.argument("config", required=False, type=click.Path(dir_okay=False))
 @runs_dir_option
 def command(config: str | None, runs_dir: str) -> None:
-    """Check Python, packages, disk and cache; with CONFIG, its dataset, providers and keys.
+    """Check Python, packages, GPUs, disk and cache; with CONFIG, its dataset, providers and keys.
 
-    Keys are reported as set or not set, never printed. Exits 1 if a check fails.
+    GPUs come from nvidia-smi, else torch.cuda; the local extra (hf/ models) is listed with its
+    versions. Keys are reported as set or not set, never printed. Exits 1 if a check fails.
     """
     checks = doctor.environment_checks(Path(runs_dir))
     if config:
