@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import threading
@@ -210,3 +211,71 @@ def test_sync_state_is_written_atomically(tmp_path: Path) -> None:
     assert json.loads((tmp_path / sync.SYNC_STATE).read_text())["trials"] == 3
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     assert os.listdir(tmp_path) == [sync.SYNC_STATE]
+
+
+def open_batches_in(db: Path, stage: int) -> list[str]:
+    """Ids of a stage's batches still out in a synced database (a copy being written reads
+    as none)."""
+    try:
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            rows = conn.execute(
+                "SELECT batch_id FROM batches WHERE state = 'open' AND batch_id IS NOT NULL "
+                "AND stage = ?",
+                (stage,),
+            ).fetchall()
+    except sqlite3.DatabaseError:
+        return []
+    return [batch_id for (batch_id,) in rows]
+
+
+def test_a_batch_submitted_by_a_collect_pass_is_in_the_bucket_and_resume_collects_it(
+    write_config: Callable[..., Path], tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    bucket = tmp_path / "bucket"
+    config = write_config(
+        mode="batch",
+        batch={"poll_min_s": 0.05, "poll_max_s": 0.1},
+        mock={"batch_delay_s": 0.8},
+        cache={"enabled": False},  # a resubmitted batch could not be answered from the cache
+        # The follow-ups' batch (stage 1) is submitted by the pass that collects stage 0,
+        # with no trial committed: only that pass can ask for the sync that holds it (stage
+        # 0's batch may be in the first sync already, racing the first pass).
+        output={
+            "dir": "runs",
+            "sync": bucket.as_uri(),
+            "sync_every": 1000,
+            "sync_interval_s": 3600,
+        },
+    )
+    run = threading.Thread(target=trialrun.run, args=(str(config),), kwargs={"wait": True})
+    run.start()
+    seen = tmp_path / "seen"
+    try:
+        wait_until(lambda: (tmp_path / "runs").is_dir() and run_folder(tmp_path) is not None)
+        folder = only_run(tmp_path / "runs")
+
+        def batch_synced() -> bool:
+            assert run.is_alive(), "the run ended before its batch was synced"
+            shutil.rmtree(seen, ignore_errors=True)
+            if (bucket / folder.name / "trialrun.db").is_file():
+                shutil.copytree(bucket / folder.name, seen)
+            return bool(open_batches_in(seen / "trialrun.db", stage=1))
+
+        wait_until(batch_synced, timeout=10)
+        frozen = tmp_path / "frozen" / folder.name  # the bucket as a machine lost now left it
+        frozen.parent.mkdir()
+        seen.rename(frozen)
+    finally:
+        run.join(timeout=30)
+    [batch_id] = open_batches_in(frozen / "trialrun.db", stage=1)
+    batch_dir = tmp_path / "cache" / "mock-batches"
+    submitted = sorted(p.stem for p in batch_dir.glob("mockbatch_*.json"))
+    assert len(submitted) == 2 and batch_id in submitted  # stages 0 and 1
+
+    result = cli("resume", frozen.as_uri(), "--dir", "fresh", "--wait", "-q")
+    assert result.code == 0, result.err
+    resumed = trialrun.open_run(tmp_path / "fresh" / folder.name)
+    assert resumed.counts()["done"] == 16
+    after = sorted(p.stem for p in batch_dir.glob("mockbatch_*.json"))
+    assert after == submitted  # stage 1 collected, not resubmitted
+    assert {b["batch_id"] for b in resumed.status()["batches"]} == set(submitted)

@@ -383,6 +383,7 @@ def _open_for_execution(
         on_commit=_on_commit(target, results, observer, syncer, store),
         on_wait=lambda lane, seconds, note: observer.waiting(target, lane, seconds, note),
         on_warn=observer.warn,
+        on_collected=syncer.wake if syncer is not None else None,
         reuse_attempts=store.has_attempts(),
         mode=mode or stored_mode,
         switched=switched,

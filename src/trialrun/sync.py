@@ -5,8 +5,9 @@ a `Syncer` thread uploads the run to `URL/<run id>/`: a consistent snapshot of t
 (SQLite's backup API into a temporary file, never a copy of the live WAL database), the
 complete lines of `results.jsonl`, `manifest.json` and `config.yaml`. It uploads when the
 run starts, every `sync_every` committed trials, every `sync_interval_s` seconds while
-trials commit, and at the end. The event loop only counts commits; uploads happen on the
-thread. A failed upload is retried with backoff, then reported (a note the run turns into
+trials commit, after each batch-mode collect pass that changed the run (a batch submitted
+or collected: its id is in the bucket before the run's next trial commits), and at the
+end. The event loop only counts commits and asks; uploads happen on the thread. A failed upload is retried with backoff, then reported (a note the run turns into
 a warning and an event) and tried again at the next snapshot: never fatal to the run.
 The last sync's outcome is written to `sync.json` in the run folder for `status`.
 
@@ -149,6 +150,11 @@ class Syncer:
         if self._since >= self.every:
             self._since = 0
             self._wake.set()
+
+    def wake(self) -> None:
+        """Ask for a snapshot now (a collect pass submitted or collected batches)."""
+        self._dirty = True
+        self._wake.set()
 
     def notes(self) -> list[str]:
         """Failures to report since the last call (the caller warns and keeps them)."""

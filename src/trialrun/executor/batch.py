@@ -460,6 +460,8 @@ async def collect_runs(
         for run in list(active):
             report = await collect_pass(run)
             on_pass(run, report)
+            if report.changed and run.on_collected is not None:
+                run.on_collected()
             batch = run.experiment.batch
             if report.changed:
                 delays[id(run)] = batch.poll_min_s

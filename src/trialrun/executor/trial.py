@@ -102,6 +102,8 @@ class ExperimentRun:
     """Told (lane, seconds, note) when a lane starts a wait long enough to notice."""
     on_warn: Callable[[str], None] | None = None
     """Told what a user should know while the run goes (once per cause)."""
+    on_collected: Callable[[], None] | None = None
+    """Told after a batch-mode collect pass that changed the run (the syncer snapshots it)."""
     missing_logprobs: dict[str, int] = field(default_factory=dict)
     """Turns per model that asked for logprobs and got none, in this process."""
     last_flush: float = field(default_factory=time.monotonic)
