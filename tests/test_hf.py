@@ -112,13 +112,26 @@ def test_local_records_have_the_api_models_shape(
                 assert step["top"][0] == {"token": step["token"], "logprob": step["logprob"]}
 
 
-def test_a_missing_local_folder_is_refused_in_one_line(
-    tmp_path: Path, cli: Any, tiny: tuple[Path, Path]
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("{tmp}/nowhere", "no such folder"),
+        ("{tmp}/empty", "no config.json in that folder"),
+        ("nobody-here/no-such-model", "not in the Hugging Face cache and trialrun does not"),
+    ],
+)
+def test_a_missing_local_model_is_refused_in_one_line(
+    tmp_path: Path,
+    cli: Any,
+    tiny: tuple[Path, Path],
+    source: str,
+    expected: str,
 ) -> None:
-    config = hf_config(tiny, models=[{"model": f"hf/{tmp_path}/nowhere"}])
-    result = cli("run", write(tmp_path, config))
+    (tmp_path / "empty").mkdir()
+    model = "hf/" + source.format(tmp=tmp_path)
+    result = cli("run", write(tmp_path, hf_config(tiny, models=[{"model": model}])))
     assert result.code == 2
-    assert "models[0].model: hf/" in result.err and "no such folder" in result.err
+    assert f"models[0].model: {model}" in result.err and expected in result.err
     assert len(result.err.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists()
 

@@ -65,6 +65,12 @@ def killed_after_first_call(ctx):
     return {"done": True}
 
 
+async def steers_at_the_grid_layer(ctx):
+    vector = await ctx.concept_vector(["The ocean is deep."], ["Answer briefly."], 1.0)
+    out = await ctx.generate_steered(ctx.messages, vector, layer=ctx.grid["layer"], strength=2.0)
+    return {"layer": out["injection"]["layer"]}
+
+
 async def steered(ctx):
     vector = await ctx.concept_vector(["The ocean is deep and blue."], ["Answer briefly."], 0.5)
     plain = await ctx.generate(ctx.messages)
@@ -262,6 +268,46 @@ def test_a_task_steers_a_tiny_local_model_and_records_the_injection(tmp_path: Pa
     ratio = injection["injected_norm"] / injection["mean_activation_norm"]
     assert injection["relative_norm"] == pytest.approx(ratio) and ratio > 0
     assert [len(r["turns"]) for r in records.values()] == [1, 1]  # steered runs are not turns
+
+
+def test_steering_a_layer_the_model_lacks_fails_those_trials_in_one_clear_line(
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("torch", reason="the local extra: pip install torch==2.13.0")
+    pytest.importorskip("transformers", reason="the local extra: pip install 'trialrun[local]'")
+    from trialrun.local.tiny import build_tiny_model
+
+    folder = build_tiny_model(tmp_path / "tiny")  # 2 decoder layers
+    config = task_config(
+        "steers_at_the_grid_layer",
+        models=[{"model": f"hf/{folder}"}],
+        grid={"layer": [1, 2, 0.0, 1.5]},
+        params={"max_tokens": 2},
+        dataset={"items": [{"id": "q0", "prompt": "Anything unusual?"}]},
+    )
+    records = {r["grid"]["layer"]: r for r in read_results(trialrun.run(write(config)).path)}
+    assert records[1]["status"] == "done" and records[1]["output"] == {"layer": 1}
+    expected = {
+        2: "steering: layer 2 is beyond the model's 2 layers (indices -2..1, or a fraction",
+        0.0: "steering: layer fraction 0.0 is outside (0, 1] (an int is an index)",
+        1.5: "steering: layer fraction 1.5 is outside (0, 1]",
+    }
+    for layer, message in expected.items():
+        record = records[layer]
+        assert record["status"] == "failed" and record["output"] is None
+        first = record["error"].splitlines()[0]
+        assert first.startswith(f"task raised ConfigError: {message}"), first
+
+
+def test_steering_a_model_that_is_not_local_fails_its_trials_clearly() -> None:
+    config = task_config("steers_at_the_grid_layer", models=[{"model": "mock/alpha"}])
+    records = read_results(trialrun.run(write(config)).path)
+    assert len(records) == 8 and {r["status"] for r in records} == {"failed"}
+    for record in records:
+        assert record["error"].splitlines()[0] == (
+            "task raised TrialrunError: mock/alpha: not a local hf/ model; hf_model, "
+            "tokenizer, exclusive and steering need one"
+        )
 
 
 def test_the_introspection_example_runs_offline_and_is_judged(tmp_path: Path) -> None:

@@ -68,10 +68,15 @@ def resolve_layer(model: Any, layer: int | float) -> int:
         raise ConfigError(f"steering: layer must be an index or a fraction, not {layer!r}")
     if isinstance(layer, float):
         if not 0 < layer <= 1:
-            raise ConfigError(f"steering: layer fraction {layer} is outside (0, 1]")
+            raise ConfigError(
+                f"steering: layer fraction {layer} is outside (0, 1] (an int is an index)"
+            )
         return min(max(round(layer * count) - 1, 0), count - 1)
     if not -count <= layer < count:
-        raise ConfigError(f"steering: layer {layer} is beyond the model's {count} layers")
+        raise ConfigError(
+            f"steering: layer {layer} is beyond the model's {count} layers "
+            f"(indices {-count}..{count - 1}, or a fraction of depth in (0, 1])"
+        )
     return layer % count
 
 
