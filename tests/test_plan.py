@@ -209,10 +209,10 @@ def test_mock_still_refuses_an_unknown_provider(tmp_path: Path, cli: Cli) -> Non
 def test_mock_still_refuses_batch_mode_where_the_provider_has_no_batch_api(
     tmp_path: Path, cli: Cli
 ) -> None:
-    config = write(tmp_path, models=[{"model": "google/gemini-2.5-flash"}], mode="batch")
+    config = write(tmp_path, models=[{"model": "hf/tiny-model"}], mode="batch")
     result = cli("run", config, "--mock")
     assert result.code == 2
-    assert "no batch API for provider 'google'" in result.err
+    assert "no batch API for provider 'hf'" in result.err
 
 
 def test_mock_dry_run_warns_as_the_real_run_would(tmp_path: Path, cli: Cli) -> None:

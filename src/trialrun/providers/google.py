@@ -8,6 +8,20 @@ A request with a `response_schema` (a judge's, issue 12; nothing in the executor
 yet) asks for JSON (`response_mime_type: application/json`) matching `response_schema`,
 the schema converted to Gemini's OpenAPI subset by `gemini_schema`; the answer's text is
 the candidate's text.
+
+Batch mode (`mode: batch`) goes through google-genai's batches API (`client.batches`): each
+batch is one `create(model=..., src=[inlined requests], config={display_name})`, the
+requests carrying our custom id as `metadata: {key: <custom id>}`; its answers come back
+inline in the job (`dest.inlined_responses`, each with the request's metadata, a
+`response` or an `error`). Inline requests are limited to 20 MB a batch ("Inline requests
+... suitable for smaller batches that keep the total request size under 20MB",
+https://ai.google.dev/gemini-api/docs/batch-api), so the executor splits by that;
+trialrun does not use the input-file route (Files API upload, results as a file). Job
+states (`JOB_STATE_PENDING`, `RUNNING`, `SUCCEEDED`, `FAILED`, `CANCELLED`, `EXPIRED`;
+`BATCH_STATE_*` on the wire, renamed by the SDK's `t_job_state`) are read from
+`batches.get`; the requests of an expired or cancelled job that have no result in it go
+out again without using an attempt. A lost submission is found again by its display name
+(`batches.list`).
 """
 
 from __future__ import annotations
@@ -17,6 +31,7 @@ from typing import Any, ClassVar
 
 from trialrun.errors import ErrorKind
 from trialrun.providers.base import Provider
+from trialrun.providers.batch import BatchAPI, BatchOutcome, BatchStatus
 from trialrun.providers.http import connection_failures_named, kind_of_status, retry_after_s
 from trialrun.providers.registry import provider
 from trialrun.types import Request, Response, Usage
@@ -46,8 +61,24 @@ _FINISH = {
 }
 
 
+_ENDED = {
+    "JOB_STATE_SUCCEEDED": None,
+    "JOB_STATE_PARTIALLY_SUCCEEDED": None,
+    "JOB_STATE_FAILED": "failed",
+    "JOB_STATE_CANCELLED": "cancelled: its unanswered requests go out again",
+    "JOB_STATE_EXPIRED": "expired: its unanswered requests go out again",
+}
+"""Job states in which a batch has ended, with the note each gives."""
+_FINAL_CODES = frozenset({3, 5, 7, 9, 11, 12, 16})
+"""gRPC status codes of a request that would fail again (google.rpc.Code): INVALID_ARGUMENT,
+NOT_FOUND, PERMISSION_DENIED, FAILED_PRECONDITION, OUT_OF_RANGE, UNIMPLEMENTED,
+UNAUTHENTICATED. Others (INTERNAL, UNAVAILABLE, RESOURCE_EXHAUSTED, ...) are retried."""
+_LIST_MOST = 1000
+"""Jobs `find_batch` reads at most, newest first."""
+
+
 @provider("google")
-class GoogleProvider(Provider):
+class GoogleProvider(Provider, BatchAPI):
     name: ClassVar[str] = "google"
     env_keys: ClassVar[tuple[str, ...]] = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
     sdk: ClassVar[str | None] = "google-genai"
@@ -125,6 +156,72 @@ class GoogleProvider(Provider):
             return "retryable", None
         return super().classify_error(exc)
 
+    # -- Batch API ---------------------------------------------------------------------
+
+    # Inline requests: "total request size under 20MB" (module docstring); the limit is
+    # kept 64 KiB below it for the request's envelope. No request count is documented for
+    # inline batches: 100,000, as Anthropic's, bounds one call's memory.
+    batch_limits = (100_000, 20_000_000 - 64 * 1024)
+
+    def batch_group(self, request: Request) -> str:
+        return request.model  # a batch job runs one model
+
+    def batch_entry(self, custom_id: str, request: Request) -> dict[str, Any]:
+        contents, config = to_gemini(request)
+        entry = {"model": request.model, "contents": contents, "metadata": {"key": custom_id}}
+        return {**entry, "config": config} if config else entry
+
+    async def submit_batch(
+        self, entries: Iterable[dict[str, Any]], metadata: dict[str, str]
+    ) -> str:
+        requests = list(entries)
+        with connection_failures_named():
+            job = await self._ensure_client().aio.batches.create(
+                model=requests[0]["model"],
+                src=requests,
+                config={"display_name": display_name(metadata)},
+            )
+        return str(job.name)
+
+    async def find_batch(
+        self, metadata: dict[str, str], requests: int, created_after: float, known: set[str]
+    ) -> str | None:
+        wanted = display_name(metadata)
+        with connection_failures_named():
+            pager = await self._ensure_client().aio.batches.list(config={"page_size": 100})
+            seen = 0
+            async for job in pager:
+                seen += 1
+                created = job.create_time.timestamp() if job.create_time else created_after
+                if job.display_name == wanted and job.name not in known:
+                    return None if created < created_after else str(job.name)
+                if seen >= _LIST_MOST:
+                    break
+        return None
+
+    async def poll_batch(self, batch_id: str) -> BatchStatus:
+        with connection_failures_named():
+            job = await self._ensure_client().aio.batches.get(name=batch_id)
+        state = job.state.value if job.state is not None else "JOB_STATE_UNSPECIFIED"
+        note = _ENDED.get(state)
+        if state == "JOB_STATE_FAILED" and job.error is not None:
+            note = f"failed: {job.error.message or job.error.code}"
+        failed = state == "JOB_STATE_FAILED"
+        return BatchStatus(state in _ENDED, state, {}, note, failed=failed)
+
+    async def batch_results(self, batch_id: str) -> list[BatchOutcome]:
+        with connection_failures_named():
+            job = await self._ensure_client().aio.batches.get(name=batch_id)
+        dest = job.dest
+        if dest is not None and dest.file_name and not dest.inlined_responses:
+            raise ValueError(f"batch {batch_id}: results in a file ({dest.file_name}) are not read")
+        answers = (dest.inlined_responses if dest is not None else None) or []
+        return [_outcome(answer) for answer in answers if (answer.metadata or {}).get("key")]
+
+    async def cancel_batch(self, batch_id: str) -> None:
+        with connection_failures_named():
+            await self._ensure_client().aio.batches.cancel(name=batch_id)
+
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.aio.aclose()
@@ -153,6 +250,23 @@ def to_gemini(request: Request) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         config["response_mime_type"] = "application/json"
         config["response_schema"] = gemini_schema(request.response_schema)
     return contents, config
+
+
+def display_name(metadata: dict[str, str]) -> str:
+    """A batch job's display name: the run and our tag, what `find_batch` looks for."""
+    return f"trialrun {metadata['trialrun_run']} {metadata['trialrun_tag']}"
+
+
+def _outcome(answer: Any) -> BatchOutcome:
+    """One inlined response of a batch job (its metadata's key is our custom id)."""
+    custom_id = answer.metadata["key"]
+    if answer.error is not None:
+        code = int(answer.error.code or 13)
+        kind: ErrorKind = "final" if code in _FINAL_CODES else "retryable"
+        return BatchOutcome(custom_id, error=f"code {code}: {answer.error.message}", kind=kind)
+    if answer.response is None:
+        return BatchOutcome(custom_id, unprocessed=True)
+    return BatchOutcome(custom_id, response=_response(answer.response))
 
 
 _SCHEMA_KEYS = ("description", "enum", "minimum", "maximum", "required")

@@ -1,5 +1,5 @@
-"""The batch endpoints of the fake OpenAI (Files and Batch API) and Anthropic (Message
-Batches) servers: batches stored with each request's outcome drawn at creation, ended by
+"""The batch endpoints of the fake OpenAI (Files and Batch API), Anthropic (Message
+Batches) and Gemini (batch jobs with inline requests, see `gemini_wire`) servers: batches stored with each request's outcome drawn at creation, ended by
 the first read after their delay (or a cancel), answered in the provider's shapes."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from trialrun.providers.mock import answer
-from trialrun.testing import anthropic_wire, openai_wire
+from trialrun.testing import anthropic_wire, gemini_wire, openai_wire
 from trialrun.testing.batches import (
     CUSTOM_ID,
     Rejected,
@@ -50,6 +50,17 @@ class BatchEndpoints(Endpoints):
                 ("GET", "/v1/batches", guard(self._batch_list)),
                 ("GET", "/v1/batches/{batch_id}", guard(self._batch_get)),
                 ("POST", "/v1/batches/{batch_id}/cancel", guard(self._batch_cancel)),
+            ]
+        if self.kind == "google":
+            return [
+                (
+                    "POST",
+                    "/{version}/models/{model}:batchGenerateContent",
+                    guard(self._gemini_batch_create),
+                ),
+                ("GET", "/{version}/batches", guard(self._batch_list)),
+                ("GET", "/{version}/batches/{batch_id}", guard(self._batch_get)),
+                ("POST", "/{version}/batches/{batch_id}:cancel", guard(self._batch_cancel)),
             ]
         return [
             ("POST", "/v1/messages/batches", guard(self._anthropic_batch_create)),
@@ -175,6 +186,32 @@ class BatchEndpoints(Endpoints):
             raise Rejected(exc.status, exc.message, body) from None
         return self._created(http, body, self._create_batch("msgbatch_", requests, {}))
 
+    async def _gemini_batch_create(self, http: web.Request) -> web.StreamResponse:
+        body = await json_object(http)
+        batch = body.get("batch")
+        if not isinstance(batch, dict):
+            raise Rejected(400, "batch: an object is required", body)
+        inline = (batch.get("inputConfig") or {}).get("requests") or {}
+        items = inline.get("requests") if isinstance(inline, dict) else None
+        if not isinstance(items, list) or not items:
+            raise Rejected(400, "batch.inputConfig.requests.requests: a non-empty list", body)
+        requests = []
+        for number, item in enumerate(items):
+            key = (item.get("metadata") or {}).get("key") if isinstance(item, dict) else None
+            if not isinstance(key, str) or not isinstance(item.get("request"), dict):
+                message = f"requests[{number}]: a request and metadata.key are required"
+                raise Rejected(400, message, body)
+            requests.append({"custom_id": key, "request": item["request"]})
+        try:
+            unique([item["custom_id"] for item in requests])
+        except Rejected as exc:
+            raise Rejected(exc.status, exc.message, body) from None
+        fields = {
+            "model": f"models/{http.match_info['model']}",
+            "display_name": str(batch.get("displayName") or ""),
+        }
+        return self._created(http, body, self._create_batch("batches/", requests, fields))
+
     def _create_batch(
         self, prefix: str, requests: list[dict[str, Any]], fields: dict[str, Any]
     ) -> dict[str, Any]:
@@ -208,7 +245,7 @@ class BatchEndpoints(Endpoints):
 
     def _read(self, batch_id: str) -> dict[str, Any]:
         """The stored batch `batch_id`, brought up to date (with the lock held)."""
-        record = self.batches.get(batch_id)
+        record = self.batches.get(batch_id) or self.batches.get(f"batches/{batch_id}")
         if record is None:
             raise Rejected(404, f"No batch found with id '{batch_id}'.")
         self._settle(record)
@@ -221,6 +258,8 @@ class BatchEndpoints(Endpoints):
 
     async def _batch_list(self, http: web.Request) -> web.StreamResponse:
         query = http.query
+        if self.kind == "google":
+            return await self._gemini_list(http)
         limit = page_limit(query.get("limit"), most=100 if self.kind == "openai" else 1000)
         with self._lock:
             ids = list(reversed(self.batches))  # newest first
@@ -243,6 +282,18 @@ class BatchEndpoints(Endpoints):
             data = {"object": "list", **data}
         return self._answer(http, None, data)
 
+    async def _gemini_list(self, http: web.Request) -> web.StreamResponse:
+        """Batch jobs newest first, `pageSize` at a time; the page token is the last name."""
+        limit = page_limit(http.query.get("pageSize"), most=1000)
+        with self._lock:
+            ids = list(reversed(self.batches))
+            start, stop = page_after(ids, http.query.get("pageToken"), limit)
+            page = [self._batch_json(self._read(batch_id)) for batch_id in ids[start:stop]]
+        data: dict[str, Any] = {"operations": page}
+        if stop < len(ids):
+            data["nextPageToken"] = ids[stop - 1]
+        return self._answer(http, None, data)
+
     async def _batch_cancel(self, http: web.Request) -> web.StreamResponse:
         with self._lock:
             record = self._read(http.match_info["batch_id"])
@@ -252,7 +303,7 @@ class BatchEndpoints(Endpoints):
                 raise Rejected(409, f"Cannot cancel a batch with status '{status}'.")
             if not ended and record["cancelling_at"] is None:
                 record["cancelling_at"] = time.time()
-            data = self._batch_json(record)
+            data = self._batch_json(record) if self.kind != "google" else {}
         return self._answer(http, None, data)
 
     async def _anthropic_results(self, http: web.Request) -> web.StreamResponse:
@@ -288,6 +339,11 @@ class BatchEndpoints(Endpoints):
             if self.kind == "openai":
                 result, status, body = batch_answer(self.wire, item["body"], outcome)
                 line = openai_wire.batch_line(record["id"], custom_id, result, status, body)
+            elif self.kind == "google":
+                result, status, body = batch_answer(self.wire, item["request"], outcome)
+                line = None
+                if result in ("succeeded", "errored"):
+                    line = gemini_wire.inlined_response(custom_id, result, status, body)
             else:
                 result, status, body = batch_answer(self.wire, item["params"], outcome)
                 line = anthropic_wire.batch_line(custom_id, result, status, body)
@@ -323,6 +379,8 @@ class BatchEndpoints(Endpoints):
         """The batch as its provider shows it; `fresh`: as just created."""
         if self.kind == "openai":
             return openai_wire.batch_json(record, fresh=fresh)
+        if self.kind == "google":
+            return gemini_wire.batch_json(record)
         results_url = f"http://127.0.0.1:{self.port}/v1/messages/batches/{record['id']}/results"
         return anthropic_wire.batch_json(record, results_url)
 

@@ -16,10 +16,11 @@ with no Content-Length), for tests of the response size limit.
     with FakeServer("openai", faults=Faults(rate_limit=0.1)) as server:
         client = openai.OpenAI(base_url=server.url, api_key="x")
 
-The OpenAI and Anthropic servers also take batches (OpenAI's files and batches, Anthropic's
-message batches). A batch ends `batch_delay_s` after its creation, as seen by whoever reads
-it next; `BatchFaults` makes some of its requests end as errors or expire unprocessed, and
-`on_batch_create` runs after a batch is stored but before its creator hears of it.
+Every server also takes batches (OpenAI's files and batches, Anthropic's message batches,
+Gemini's batch jobs with inline requests). A batch ends `batch_delay_s` after its creation,
+as seen by whoever reads it next; `BatchFaults` makes some of its requests end as errors or
+expire unprocessed, and `on_batch_create` runs after a batch is stored but before its
+creator hears of it.
 """
 
 from __future__ import annotations
@@ -164,5 +165,4 @@ class FakeServer(BatchEndpoints):
 
     def routes(self) -> list[tuple[str, str, Handler]]:
         """(method, path, handler) of every endpoint; extend to add endpoints."""
-        batch = self._batch_routes() if self.kind != "google" else []
-        return [*self._generate_routes(), *batch]
+        return [*self._generate_routes(), *self._batch_routes()]

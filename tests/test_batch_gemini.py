@@ -1,0 +1,157 @@
+"""Batch mode on Gemini through google-genai's batches API, against the fake Gemini server
+over real HTTP: staged conversations, per-request errors and expiry, a judge's verdicts
+through `response_schema`, real time taking over, and a lost submission found again by
+its display name."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import trialrun
+from conftest import base_config, read_results
+from test_executor import items
+from trialrun.providers.google import GoogleProvider, display_name
+from trialrun.testing import BatchFaults, FakeServer
+
+KEY = "gm-batch-test-0123456789"
+FAST = {"poll_min_s": 0.01, "poll_max_s": 0.05}
+SCHEMA = {"answer": ["pass", "fail"], "reasoning": "str"}
+
+
+@pytest.fixture
+def gemini(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeServer]:
+    monkeypatch.setenv("FAKE_API_KEY", KEY)
+    with FakeServer("google", api_key=KEY) as server:
+        yield server
+
+
+def on_server(server: FakeServer) -> dict[str, Any]:
+    return {"model": "google/fake-model", "base_url": server.url, "api_key": "${env:FAKE_API_KEY}"}
+
+
+def config(server: FakeServer, n: int = 4, **changes: Any) -> dict[str, Any]:
+    result = base_config(
+        mode="batch",
+        batch=FAST,
+        dataset=items(n),
+        grid={},
+        models=[on_server(server)],
+        prices={"google/fake-model": {"input": 3.0, "output": 15.0}},
+    )
+    result.update(changes)
+    return result
+
+
+def sent(server: FakeServer, batch_id: str) -> list[dict[str, Any]]:
+    """The inline requests a batch job was created with."""
+    return [item["request"] for item in server.batches[batch_id]["requests"]]
+
+
+def test_a_two_turn_run_takes_two_batch_jobs_at_the_batch_price(gemini: FakeServer) -> None:
+    run = trialrun.run(config(gemini), wait=True)
+    assert run.counts() == {"pending": 0, "running": 0, "done": 4, "failed": 0}
+    first, second = gemini.batch_creates()
+    assert [len(sent(gemini, b)) for b in (first, second)] == [4, 4]
+    records = read_results(run.path)
+    # Turn 2 was built from turn 1's answer: user, model, user, with the system apart.
+    record = next(r for r in records if r["item_id"] == "q0")
+    by_key = dict(zip(gemini.batches[second]["outcomes"], sent(gemini, second), strict=True))
+    request = by_key[f"{record['trial_id']}_t1"]
+    assert [c["role"] for c in request["contents"]] == ["user", "model", "user"]
+    assert request["contents"][1]["parts"][0]["text"] == record["turns"][0]["response"]
+    assert request["systemInstruction"]["parts"][0]["text"] == "Be brief."
+    for turn in (t for r in records for t in r["turns"]):
+        full = (turn["usage"]["input"] * 3.0 + turn["usage"]["output"] * 15.0) / 1e6
+        assert turn["cost_usd"] == pytest.approx(full / 2)
+    assert {b["provider_state"] for b in run.status()["batches"]} == {"JOB_STATE_SUCCEEDED"}
+
+
+def test_per_request_errors_and_expired_requests_go_out_again(gemini: FakeServer) -> None:
+    gemini.set_batch(faults=BatchFaults(error=0.25, expire=0.25, seed=3))
+    run = trialrun.run(config(gemini, n=8, retry={"attempts": 10}), wait=True)
+    assert run.counts()["done"] == 8
+    assert len(gemini.batch_creates()) > 2
+    states = {b["provider_state"] for b in run.status()["batches"]}
+    assert "JOB_STATE_EXPIRED" in states
+    # An expiry used no attempt; an error used one.
+    with sqlite3.connect(run.path / "trialrun.db") as conn:
+        errors = conn.execute("SELECT count(*) FROM attempts WHERE error IS NOT NULL").fetchone()
+    drawn = [
+        outcome
+        for batch in gemini.batches.values()
+        for outcome in batch["outcomes"].values()
+        if outcome != "ok"
+    ]
+    assert errors[0] == drawn.count("error") > 0
+    assert drawn.count("expired") > 0
+
+
+def test_a_bad_request_fails_its_trial_only(gemini: FakeServer) -> None:
+    dataset = items(3)
+    dataset["items"][1]["prompt"] = "[[status:400]] a bad request"
+    run = trialrun.run(config(gemini, dataset=dataset), wait=True)
+    records = {r["item_id"]: r for r in read_results(run.path)}
+    assert records["q1"]["status"] == "failed" and "code 3" in records["q1"]["error"]
+    assert records["q0"]["status"] == records["q2"]["status"] == "done"
+    assert len(gemini.batch_creates()) == 2  # INVALID_ARGUMENT is final: never sent again
+
+
+def test_a_judge_on_gemini_gets_its_verdicts_from_a_batch_job(gemini: FakeServer) -> None:
+    judge = {
+        **on_server(gemini),
+        "prompt": "Question: {{ item.prompt }}\nAnswer: {{ response }}\nGrade the answer.",
+        "schema": SCHEMA,
+    }
+    run = trialrun.run(config(gemini, judge=judge), wait=True)
+    assert run.counts()["done"] == 4
+    *_, last = gemini.batch_creates()
+    asks = sent(gemini, last)
+    assert len(asks) == 4
+    schema = asks[0]["generationConfig"]["responseSchema"]
+    assert schema["type"] == "OBJECT" and schema["properties"]["answer"]["enum"] == [
+        "pass",
+        "fail",
+    ]
+    assert asks[0]["generationConfig"]["responseMimeType"] == "application/json"
+    for record in run.records():
+        assert record["judge"]["answer"] in ("pass", "fail") and record["judge"]["reasoning"]
+        assert record["judge_error"] is None
+
+
+def test_resume_in_real_time_cancels_the_open_job(gemini: FakeServer) -> None:
+    gemini.set_batch(delay_s=3600)
+    run = trialrun.run(config(gemini))
+    (batch_id,) = gemini.batch_creates()
+    trialrun.resume(run, mode="realtime")
+    assert run.counts()["done"] == 4
+    assert gemini.batches[batch_id]["cancelling_at"] is not None
+
+
+def test_a_lost_submission_is_found_by_its_display_name(gemini: FakeServer) -> None:
+    gemini.set_batch(delay_s=3600)
+    provider = GoogleProvider(api_key=KEY, base_url=gemini.url)
+    metadata = {"trialrun_run": "r1", "trialrun_tag": "bmine"}
+    other = {"trialrun_run": "r1", "trialrun_tag": "bother"}
+    request = trialrun.types.Request("fake-model", [{"role": "user", "content": "hi"}], {})
+
+    async def submit_and_find() -> list[str | None]:
+        ours = await provider.submit_batch([provider.batch_entry("c0", request)], metadata)
+        await provider.submit_batch([provider.batch_entry("c0", request)], other)
+        found = [
+            ours,
+            await provider.find_batch(metadata, 1, time.time() - 60, set()),
+            await provider.find_batch(metadata, 1, time.time() - 60, {ours}),
+            await provider.find_batch(metadata, 1, time.time() + 3600, set()),
+        ]
+        await provider.aclose()
+        return found
+
+    ours, found, known, too_old = asyncio.run(submit_and_find())
+    assert found == ours and known is None and too_old is None
+    assert gemini.batches[ours]["display_name"] == display_name(metadata)
