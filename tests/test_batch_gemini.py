@@ -1,21 +1,27 @@
 """Batch mode on Gemini through google-genai's batches API, against the fake Gemini server
 over real HTTP: staged conversations, per-request errors and expiry, a judge's verdicts
 through `response_schema`, real time taking over, and a lost submission found again by
-its display name."""
+its display name, also after a kill -9 right after the job was created."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sqlite3
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 import trialrun
-from conftest import base_config, read_results
+from conftest import base_config, read_results, trialrun_subprocess
 from test_executor import items
+from trialrun.errors import RunIncomplete
 from trialrun.providers.google import GoogleProvider, display_name
 from trialrun.testing import BatchFaults, FakeServer
 
@@ -155,3 +161,48 @@ def test_a_lost_submission_is_found_by_its_display_name(gemini: FakeServer) -> N
     ours, found, known, too_old = asyncio.run(submit_and_find())
     assert found == ours and known is None and too_old is None
     assert gemini.batches[ours]["display_name"] == display_name(metadata)
+
+
+@pytest.mark.slow
+def test_collect_killed_after_the_job_was_created_never_submits_it_twice(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_API_KEY", KEY)
+    victim: dict[str, subprocess.Popen[str]] = {}
+
+    def kill_the_client(batch: dict[str, Any]) -> None:
+        process = victim.get("collect")
+        if process is not None:
+            os.kill(process.pid, signal.SIGKILL)
+
+    with FakeServer("google", api_key=KEY, on_batch_create=kill_the_client) as server:
+        path = isolated / "exp.yaml"
+        path.write_text(yaml.safe_dump(config(server, n=3)))
+        # Plan without submitting, then submit from a process that dies the moment the
+        # server has stored the job, before it reads the answer.
+        (run,) = trialrun.api.create_runs([trialrun.load(path)])
+        victim["collect"] = trialrun_subprocess("collect", str(run.path), cwd=isolated)
+        victim["collect"].communicate(timeout=60)
+        assert victim["collect"].returncode == -signal.SIGKILL
+        assert len(server.batch_creates()) == 1
+
+        victim.clear()
+        trialrun.collect(run, wait=True)
+        assert run.counts()["done"] == 3
+        assert len(server.batch_creates()) == 2  # turn 1 (found by name), turn 2
+        events = [kind for _, kind, _ in run.status()["events"]]
+        assert "batch_reconciled" in events
+
+
+def test_a_request_over_the_inline_limit_is_refused_in_one_line(
+    gemini: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(GoogleProvider, "batch_limits", (100_000, 4000))
+    dataset = items(2)
+    dataset["items"][1]["prompt"] = "long " * 1000
+    with pytest.raises(
+        RunIncomplete, match=r"is 5,2\d\d bytes, over the 4,000 trialrun sends inline"
+    ):
+        trialrun.run(config(gemini, dataset=dataset, retry={"attempts": 2}), wait=True)
+    sizes = [len(batch["requests"]) for batch in gemini.batches.values()]
+    assert sizes and set(sizes) == {1}  # q0 only: q1 never reached the server

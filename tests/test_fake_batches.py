@@ -1,7 +1,9 @@
-"""The fake servers' batch endpoints, driven through the official OpenAI and Anthropic SDKs.
+"""The fake servers' batch endpoints, driven through the official OpenAI, Anthropic and
+google-genai SDKs.
 
 OpenAI: files (upload, retrieve, content) and batches (create, retrieve, list, cancel), with
 output and error files. Anthropic: message batches (create, retrieve, list, cancel, results).
+Gemini: batch jobs with inline requests (create, get, list, cancel; results in the job).
 Both: the delay until a batch ends, `BatchFaults` (errors, expiry), `on_batch_create`, input
 checks (400) and authentication (401).
 """
@@ -378,6 +380,56 @@ def test_anthropic_rejects_bad_custom_ids_and_keys(anthropic_server: FakeServer)
             client.messages.batches.list()
     assert anthropic_server.batch_creates() == []
     assert anthropic_server.counts()["auth"] == 2
+
+
+# ------------------------------------------------------------------------------ gemini
+
+
+def gemini_client(server: FakeServer, key: str = KEY) -> Any:
+    from google import genai
+    from google.genai import types
+
+    options = types.HttpOptions(
+        base_url=server.url, retry_options=types.HttpRetryOptions(attempts=1)
+    )
+    return genai.Client(api_key=key, http_options=options)
+
+
+def gemini_requests(n: int) -> list[dict[str, Any]]:
+    return [
+        {"contents": [{"role": "user", "parts": [{"text": f"q{i}"}]}], "metadata": {"key": f"k{i}"}}
+        for i in range(n)
+    ]
+
+
+def test_gemini_jobs_list_newest_first_cancel_and_check_keys_and_input() -> None:
+    from google.genai import errors
+
+    with FakeServer("google", api_key=KEY, batch_delay_s=3600) as server:
+        client = gemini_client(server)
+        names = [
+            client.batches.create(
+                model="fake-model", src=gemini_requests(2), config={"display_name": f"job {i}"}
+            ).name
+            for i in range(3)
+        ]
+        listed = [job.name for job in client.batches.list(config={"page_size": 2})]
+        assert listed == names[::-1]  # newest first, over two pages
+        assert client.batches.get(name=names[0]).state.value == "JOB_STATE_RUNNING"
+        client.batches.cancel(name=names[0])
+        cancelled = client.batches.get(name=names[0])
+        assert cancelled.state.value == "JOB_STATE_CANCELLED" and cancelled.dest is None
+        repeated = gemini_requests(2)
+        repeated[1]["metadata"] = {"key": "k0"}
+        with pytest.raises(errors.ClientError, match="unique"):
+            client.batches.create(model="fake-model", src=repeated)
+        with pytest.raises(errors.ClientError, match=r"metadata\.key"):
+            client.batches.create(model="fake-model", src=[{"contents": "no key"}])
+        stranger = gemini_client(server, key="wrong")
+        with pytest.raises(errors.ClientError) as refused:
+            stranger.batches.get(name=names[1])
+        assert refused.value.code == 401
+        assert len(server.batch_creates()) == 3
 
 
 # ------------------------------------------------------------------------------- both

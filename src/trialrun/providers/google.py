@@ -29,7 +29,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
-from trialrun.errors import ErrorKind
+import orjson
+
+from trialrun.errors import ErrorKind, ProviderError
 from trialrun.providers.base import Provider
 from trialrun.providers.batch import BatchAPI, BatchOutcome, BatchStatus
 from trialrun.providers.http import connection_failures_named, kind_of_status, retry_after_s
@@ -175,6 +177,7 @@ class GoogleProvider(Provider, BatchAPI):
         self, entries: Iterable[dict[str, Any]], metadata: dict[str, str]
     ) -> str:
         requests = list(entries)
+        self._check_inline(requests)
         with connection_failures_named():
             job = await self._ensure_client().aio.batches.create(
                 model=requests[0]["model"],
@@ -182,6 +185,20 @@ class GoogleProvider(Provider, BatchAPI):
                 config={"display_name": display_name(metadata)},
             )
         return str(job.name)
+
+    def _check_inline(self, requests: list[dict[str, Any]]) -> None:
+        """Refuse a batch over the inline limit: the executor splits batches below it, so
+        only a single request too big for it gets here, and the input-file route that
+        would take it is not used."""
+        assert self.batch_limits is not None
+        size = sum(len(orjson.dumps(request)) + 1 for request in requests)
+        if size > self.batch_limits[1]:
+            raise ProviderError(
+                f"a Gemini batch of {len(requests)} requests is {size:,} bytes, over the "
+                f"{self.batch_limits[1]:,} trialrun sends inline (batch jobs from a file are "
+                "not supported yet): shorten the prompt, or run it with mode: realtime",
+                status=413,
+            )
 
     async def find_batch(
         self, metadata: dict[str, str], requests: int, created_after: float, known: set[str]
