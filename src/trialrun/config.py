@@ -369,7 +369,7 @@ class OutputConfig(StrictModel):
     sync: str | None = None
     """Object storage to copy the run to as it runs: any fsspec URL (`s3://bucket/prefix`, `gs://bucket/prefix`, `file:///mnt/share`); the run goes to `URL/<run id>/` and `trialrun resume URL/<run id>` continues it on another machine. Credentials and endpoints come from the store's usual environment (AWS_*, AWS_ENDPOINT_URL, Google's ADC); needs pip install 'trialrun[sync]'."""
     sync_every: int = Field(default=50, ge=1)
-    """Upload a snapshot every this many committed trials (and at the start and the end)."""
+    """Upload a snapshot every this many committed trials (and at the start, after each batch-mode collect pass that changed the run, and at the end)."""
     sync_interval_s: float = Field(default=60.0, gt=0)
     """Upload a snapshot at least this often (seconds) while trials commit."""
 
