@@ -94,7 +94,7 @@ def test_each_provider_states_its_own_facts() -> None:
         "transformers": "local",
     }
     names = ("mock", "openai", "anthropic", "google", "hf")
-    assert [registry.takes_batches(name) for name in names] == [True, True, True, False, False]
+    assert [registry.takes_batches(name) for name in names] == [True, True, True, True, False]
     assert [name for name in registry.BUILTIN if registry.is_local(name)] == ["hf"]
     assert registry.lane("openai", "openai/gpt-4o") == "openai"
     assert registry.lane("hf", "hf/Qwen/Qwen2.5-0.5B") == "hf/Qwen/Qwen2.5-0.5B"
