@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -53,6 +54,7 @@ from trialrun.types import Request, Response
 
 NOTABLE_WAIT_S = 5.0
 """A Retry-After wait at least this long is an event and shows on the progress line."""
+Item = TypeVar("Item")
 FLUSH_EVERY_S = 0.25
 PAGE = 500
 
@@ -119,36 +121,56 @@ async def _flush_periodically(runs: list[ExperimentRun]) -> None:
 async def _run_lane(
     run: ExperimentRun, lane: str, limiters: Limiters, route: ModelRoute, stop: asyncio.Event
 ) -> None:
-    limiter = limiters.get(route, run)
-    workers = limiter.concurrency
-    queue: asyncio.Queue[PendingTrial | None] = asyncio.Queue(maxsize=workers * 2)
+    rng = random.Random()
+
+    async def run_one(trial: PendingTrial) -> None:
+        await _run_trial(run, trial, limiters, rng)
+        run.maybe_flush()
+
+    async with route.provider.lane(route.config.model_id):  # a local model: resident now
+        await _pool(
+            lambda after: run.store.claim_pending(lane, after, PAGE),
+            lambda trial: trial.seq,
+            run_one,
+            limiters.get(route, run).concurrency,
+            lambda: not stop.is_set() and lane not in run.stopped_lanes,
+        )
+
+
+async def _pool(
+    page: Callable[[int], Sequence[Item]],
+    seq: Callable[[Item], int],
+    handle: Callable[[Item], Awaitable[None]],
+    workers: int,
+    going: Callable[[], bool],
+) -> None:
+    """`workers` coroutines handle what `page(after_seq)` pages out of the store in plan
+    order, through a bounded queue (memory stays flat however many there are), while
+    `going()` holds."""
+    queue: asyncio.Queue[Item | None] = asyncio.Queue(maxsize=workers * 2)
 
     async def feed() -> None:
         after = -1
-        while not stop.is_set() and lane not in run.stopped_lanes:
-            page = run.store.claim_pending(lane, after, PAGE)
-            if not page:
+        while going():
+            rows = page(after)
+            if not rows:
                 break
-            for trial in page:
-                await queue.put(trial)
-            after = page[-1].seq
+            for row in rows:
+                await queue.put(row)
+            after = seq(rows[-1])
         for _ in range(workers):
             await queue.put(None)
 
     async def work() -> None:
-        rng = random.Random()
-        while (trial := await queue.get()) is not None:
+        while (row := await queue.get()) is not None:
             # A get from a full queue does not suspend, and a trial that fails before its
-            # first call (a template over its budget) never awaits: yield once a trial, so
-            # a signal's handler (and cancellation) can run between trials.
+            # first call (a template over its budget) never awaits: yield once a row, so
+            # a signal's handler (and cancellation) can run between rows.
             await asyncio.sleep(0)
-            if lane in run.stopped_lanes or stop.is_set():
-                continue
-            await _run_trial(run, trial, limiters, rng)
-            run.maybe_flush()
+            if going():
+                await handle(row)
 
-    async with route.provider.lane(route.config.model_id):  # a local model: resident now
-        await asyncio.gather(feed(), *(work() for _ in range(workers)))
+    await asyncio.gather(feed(), *(work() for _ in range(workers)))
 
 
 # ------------------------------------------------------------------ one trial
@@ -288,47 +310,35 @@ async def judge_pending(
     if not judges:
         return
     pairs = [(j.name, j.spec_hash) for j in judges]
-    workers = max(limiters.get(j.route, run).concurrency for j in judges)
-    queue: asyncio.Queue[ToJudge | None] = asyncio.Queue(maxsize=workers * 2)
+    ask = _asker(run, limiters, random.Random())
 
-    async def feed() -> None:
-        after = -1
-        while not stop.is_set():
-            page = run.store.to_judge(pairs, failed_only=failed_only, after_seq=after, limit=PAGE)
-            if not page:
-                break
-            for row in page:
-                await queue.put(row)
-            after = page[-1].seq
-        for _ in range(workers):
-            await queue.put(None)
+    async def judge_one(row: ToJudge) -> None:
+        states = run.store.judgment_states(row.trial_id)
+        todo = [j for j in judges if _needs(states.get((j.name, j.spec_hash)), failed_only)]
+        record = orjson.loads(row.record)
+        context = judge_context(run, record)
+        try:
+            rows = await asyncio.gather(*(judge_trial(j, row.trial_id, context, ask) for j in todo))
+        except LaneStopped:
+            return
+        for judgment in rows:
+            run.store.add_judgment(judgment)
+            run.count_judgment(judgment.judge, judgment.state == "done")
+        apply_verdicts(record, run.judges, rows)
+        run.store.patch_record(row.trial_id, orjson.dumps(record).decode())
+        run.maybe_flush()
+        if run.on_judged is not None:
+            run.on_judged(1)
 
-    async def work() -> None:
-        ask = _asker(run, limiters, random.Random())
-        while (row := await queue.get()) is not None:
-            await asyncio.sleep(0)
-            if stop.is_set() or any(j.route.lane in run.stopped_lanes for j in judges):
-                continue
-            states = run.store.judgment_states(row.trial_id)
-            todo = [j for j in judges if _needs(states.get((j.name, j.spec_hash)), failed_only)]
-            record = orjson.loads(row.record)
-            context = judge_context(run, record)
-            try:
-                rows = await asyncio.gather(
-                    *(judge_trial(j, row.trial_id, context, ask) for j in todo)
-                )
-            except LaneStopped:
-                continue
-            for judgment in rows:
-                run.store.add_judgment(judgment)
-                run.count_judgment(judgment.judge, judgment.state == "done")
-            apply_verdicts(record, run.judges, rows)
-            run.store.patch_record(row.trial_id, orjson.dumps(record).decode())
-            run.maybe_flush()
-            if run.on_judged is not None:
-                run.on_judged(1)
-
-    await asyncio.gather(feed(), *(work() for _ in range(workers)))
+    await _pool(
+        lambda after: run.store.to_judge(
+            pairs, failed_only=failed_only, after_seq=after, limit=PAGE
+        ),
+        lambda row: row.seq,
+        judge_one,
+        max(limiters.get(j.route, run).concurrency for j in judges),
+        lambda: not stop.is_set() and not any(j.route.lane in run.stopped_lanes for j in judges),
+    )
     run.flush()
 
 
