@@ -222,7 +222,9 @@ def test_timeouts_are_retried_until_an_answer_comes(
 ) -> None:
     monkeypatch.setenv("FAKE_API_KEY", KEY)
     with FakeServer(kind, api_key=KEY, faults=Faults(slow=0.3, slow_s=3.0, seed=2)) as fake:
-        config = sweep(fake, n=4, retry={**FAST_RETRY, "timeout_s": 0.5})
+        # 1.5 s: a slow fault (3 s) always times out; a first SDK call on a busy machine
+        # (0.2-0.5 s, more under load) does not
+        config = sweep(fake, n=4, retry={**FAST_RETRY, "timeout_s": 1.5})
         run = trialrun.run(config)
         assert run.counts()["done"] == 8
         slow = fake.counts()["slow"]
