@@ -268,3 +268,30 @@ def test_plan_says_how_long_in_real_time_and_in_batch_mode(
     assert "10 stages x ~1 h typical = ~10.0 h (up to 10.0 days" in line
     slow = cli("plan", "long.yaml", "--latency", "100").out
     assert "bound by concurrency x latency" in slow  # 1,000 x 100 s / 64 > 1,000 s
+
+
+def test_plan_prices_local_models_in_gpu_hours(
+    cli: Callable[..., CliResult], tmp_path: Path
+) -> None:
+    """A local model costs GPU time, not API money: trials x the stated seconds a trial,
+    at the table's rough price or the user's; no batch mode for it."""
+    (tmp_path / "tiny").mkdir()
+    (tmp_path / "tiny" / "config.json").write_text("{}")
+    config = base_config(
+        models=[{"model": f"hf/{tmp_path / 'tiny'}"}],
+        dataset={"items": [{"id": "a", "prompt": "x", "category": "c"}]},
+        grid={},
+        repeats=100,
+        followups=[],
+    )
+    (tmp_path / "local.yaml").write_text(yaml.safe_dump(config))
+    out = cli("plan", "local.yaml").out
+    assert "GPU time: 100 local trials; give --gpu-s-per-trial" in out
+    assert "batch mode: not for local models" in out and "no price" not in out
+    priced = cli("plan", "local.yaml", "--gpu-s-per-trial", "36", "--gpu", "a100").out
+    assert "100 local trials x 36 s = 1.00 GPU h, $1.30 at $1.3/h on A100" in priced
+    own = cli("plan", "local.yaml", "--gpu-s-per-trial", "36", "--gpu", "L4", "--gpu-price", "0.5")
+    assert "1.00 GPU h, $0.50 at $0.5/h on L4" in own.out
+    assert (
+        "no price for L4" in cli("plan", "local.yaml", "--gpu-s-per-trial", "36", "--gpu", "L4").out
+    )

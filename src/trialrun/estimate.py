@@ -23,6 +23,7 @@ from trialrun.executor.limits import estimate_tokens
 from trialrun.executor.trial import ModelRoute, requested_params, sent_params, template_context
 from trialrun.plan import cell_at, expand
 from trialrun.pricing import Price, lookup
+from trialrun.providers import registry
 from trialrun.providers.base import Provider, UnbuiltProvider
 from trialrun.routing import judge_entries, swapped
 from trialrun.store import PendingTrial
@@ -54,9 +55,11 @@ class ModelEstimate:
     """Every request has a max_tokens, so the output bound holds."""
     judge: bool = False
     """An LLM judge's asks, not a model's trials."""
+    local: bool = False
+    """A local model (`hf/`): it costs GPU time (`gpu_time`), not API money."""
 
     def cost(self, *, batch: bool = False) -> float | None:
-        if self.free:
+        if self.free or self.local:
             return 0.0
         if self.price is None:
             return None
@@ -172,6 +175,7 @@ def _model_estimate(
         output_tokens=round(mean_out * trials),
         price=lookup(entry.model, overrides),
         free=entry.provider == "mock" or swapped(entry.provider, prepared.mock),
+        local=registry.is_local(entry.provider),
         tokenizer=counter.exact,
         bounded=all(u.bounded for u in per_trial),
     )
@@ -340,6 +344,8 @@ class WallTime:
     """Batch stages: one per turn, one more per online judge stage."""
     batch_typical_h: float
     batch_worst_h: float
+    batchable: bool = True
+    """False when a local model is in the plan: it has no batch API."""
 
 
 def wall_time(prepared: Prepared, result: Estimate, latency_s: float | None = None) -> WallTime:
@@ -391,6 +397,7 @@ def wall_time(prepared: Prepared, result: Estimate, latency_s: float | None = No
         stages,
         stages * BATCH_TYPICAL_H,
         stages * BATCH_WINDOW_H,
+        not any(m.local for m in result.models),
     )
 
 
@@ -407,3 +414,47 @@ def duration_text(seconds: float) -> str:
     if seconds < 48 * 3600:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.1f} days"
+
+
+# ------------------------------------------------------------------ GPU time
+
+GPU_PRICES: dict[str, float] = {"A100": 1.30, "H100": 3.00, "H200": 4.00, "L40S": 0.92}
+"""Rough on-demand USD per GPU-hour, for orders of magnitude only (`plan --gpu-price` for
+yours). A100 80GB, H100 SXM and H200: the middle of the specialty-cloud range in Mercatus'
+"Cloud GPU pricing" (May 2026: $1.10-1.50, $2.50-3.50, $3.50-4.50); L40S: the median over
+10 providers on rentgpu.org (2026: $0.92). Hyperscalers charge about twice these. No
+citable figure was found for L4 or RTX A6000: give their price with --gpu-price."""
+
+
+@dataclass(frozen=True)
+class GpuTime:
+    """The GPU hours of a plan's local-model trials, at a stated time per trial."""
+
+    trials: int
+    seconds_per_trial: float | None
+    gpu: str
+    usd_per_hour: float | None
+
+    @property
+    def hours(self) -> float | None:
+        if self.seconds_per_trial is None:
+            return None
+        return self.trials * self.seconds_per_trial / 3600
+
+    @property
+    def usd(self) -> float | None:
+        hours = self.hours
+        return None if hours is None or self.usd_per_hour is None else hours * self.usd_per_hour
+
+
+def gpu_time(
+    result: Estimate, seconds_per_trial: float | None, gpu: str, usd_per_hour: float | None
+) -> GpuTime | None:
+    """GPU hours and cost of the local models' trials (None without local models): trials x
+    the stated seconds a trial (time a pilot: `trialrun run CONFIG --limit 20`, then its
+    records' `elapsed_s`), at `usd_per_hour` or the GPU's rough price in `GPU_PRICES`."""
+    trials = sum(m.trials for m in result.models if m.local)
+    if not trials:
+        return None
+    price = usd_per_hour if usd_per_hour is not None else GPU_PRICES.get(gpu.upper())
+    return GpuTime(trials, seconds_per_trial, gpu.upper(), price)

@@ -16,11 +16,13 @@ from trialrun.display import visible
 from trialrun.estimate import (
     BATCH_TYPICAL_H,
     Estimate,
+    GpuTime,
     ModelEstimate,
     Preview,
     WallTime,
     duration_text,
     estimate,
+    gpu_time,
     preview,
     wall_time,
 )
@@ -42,13 +44,37 @@ from trialrun.routing import KeyNeed
     help="Seconds a call takes, for the real-time duration (default: 2 s; the mock's own).",
 )
 @click.option(
+    "--gpu-s-per-trial",
+    type=click.FloatRange(min=0),
+    metavar="S",
+    help="Local (hf/) models: GPU seconds a trial takes (time a pilot), for GPU hours and cost.",
+)
+@click.option(
+    "--gpu",
+    default="H100",
+    show_default=True,
+    help="The GPU pricing local trials: A100, H100, H200 or L40S (rough on-demand prices).",
+)
+@click.option(
+    "--gpu-price",
+    type=click.FloatRange(min=0),
+    metavar="USD",
+    help="Your GPU's price per hour, instead of the rough table's.",
+)
+@click.option(
     "--show",
     type=click.IntRange(min=1),
     metavar="N",
     help="Print the first N requests as they would be sent (messages and params).",
 )
 def command(
-    args: tuple[str, ...], load: LoadOptions, latency: float | None, show: int | None
+    args: tuple[str, ...],
+    load: LoadOptions,
+    latency: float | None,
+    gpu_s_per_trial: float | None,
+    gpu: str,
+    gpu_price: float | None,
+    show: int | None,
 ) -> None:
     """Show what a config would run (items, cells, trials, requests), its tokens and cost;
     sends nothing and needs no API key."""
@@ -62,6 +88,9 @@ def command(
         result = estimate(p)
         _print_estimate(console, p.experiment.name, result, p.experiment.mode == "batch")
         console.print(_duration_line(wall_time(p, result, latency)), markup=False, soft_wrap=True)
+        gpu_line = _gpu_line(gpu_time(result, gpu_s_per_trial, gpu, gpu_price))
+        if gpu_line:
+            console.print(gpu_line, markup=False, soft_wrap=True)
         _print_keys(console, p.models.keys)
         if show:
             for number, request in enumerate(preview(p, show), 1):
@@ -127,11 +156,36 @@ def _duration_line(t: WallTime) -> str:
         f"{duration_text(t.batch_typical_h * 3600)} (up to {duration_text(t.batch_worst_h * 3600)}"
         " at the providers' 24 h a stage)"
     )
+    if not t.batchable:
+        batch = "batch mode: not for local models"
     return f"duration: {realtime}; {batch}"
+
+
+def _gpu_line(t: GpuTime | None) -> str | None:
+    """Local models' GPU hours and cost, or how to get them."""
+    if t is None:
+        return None
+    if t.hours is None:
+        return (
+            f"GPU time: {t.trials:,} local trials; give --gpu-s-per-trial S (time a pilot: "
+            "run with --limit 20 and read the records' elapsed_s) for GPU hours and cost"
+        )
+    price = (
+        f"${t.usd:,.2f} at ${t.usd_per_hour:g}/h on {t.gpu} (a rough on-demand price; "
+        "--gpu-price for yours)"
+        if t.usd is not None
+        else f"no price for {t.gpu} (give --gpu-price USD)"
+    )
+    return (
+        f"GPU time: {t.trials:,} local trials x {t.seconds_per_trial:g} s = "
+        f"{t.hours:,.2f} GPU h, {price}"
+    )
 
 
 def _usd(m: ModelEstimate, *, batch: bool) -> str:
     cost = m.cost(batch=batch)
+    if m.local:
+        return "GPU time"
     if m.free:
         return "$0 (mock)"
     return "no price" if cost is None else _money(cost)
