@@ -203,6 +203,18 @@ def test_verify_catches_a_missing_planned_trial(tmp_path: Path) -> None:
     statuses = {x.what: x for x in trialrun.api.verify_run(run)}
     assert statuses["planned trials"].status == "changed"
     assert statuses["planned trials"].detail == "15 of 16 present"
+    assert statuses["trial ids"].status == "changed"
+    assert statuses["trial ids"].detail.startswith("1 planned missing (e.g. t_")
+
+
+def test_verify_catches_a_trial_the_plan_never_made(tmp_path: Path) -> None:
+    run = trialrun.run(base_config())
+    assert {x.what: x.status for x in trialrun.api.verify_run(run)}["trial ids"] == "ok"
+    with sqlite3.connect(run.path / "trialrun.db") as db:
+        db.execute("UPDATE trials SET trial_id = 't_forged000000000' WHERE seq = 3")
+    statuses = {x.what: x for x in trialrun.api.verify_run(run)}
+    assert statuses["trial ids"].status == "changed"
+    assert "1 not in the plan (e.g. t_forged000000000)" in statuses["trial ids"].detail
 
 
 # ------------------------------------------------------------------ doctor and events

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trialrun.config import DatasetConfig
+from trialrun.config import DatasetConfig, Experiment
 from trialrun.config_yaml import read_yaml
 from trialrun.dataset import load_dataset
 from trialrun.errors import TrialrunError
@@ -26,6 +26,7 @@ from trialrun.export import RESULTS_NAME
 from trialrun.hashing import content_hash
 from trialrun.loading import validate
 from trialrun.overrides import apply_overrides
+from trialrun.plan import Shard, expand
 from trialrun.provenance import file_hash, text_hash
 from trialrun.runs import Run
 
@@ -143,6 +144,7 @@ def _store_lines(run: Run, meta: dict[str, Any]) -> list[VerifyLine]:
             healthy = store.integrity_ok()
             counts = store.counts()
             records = {json.loads(r)["trial_id"]: r for r in store.records()}
+            ids_line = _trial_ids_line(meta, store.trial_ids(), list(store.items()), db)
     except (sqlite3.Error, TrialrunError, ValueError) as exc:
         return [VerifyLine("store", db, "changed", f"cannot be read: {exc}")]
     lines = [
@@ -158,6 +160,7 @@ def _store_lines(run: Run, meta: dict[str, Any]) -> list[VerifyLine]:
     else:
         status = "ok" if total == planned else "changed"
         lines.append(VerifyLine("planned trials", db, status, f"{total:,} of {planned:,} present"))
+    lines.append(ids_line)
     finished = counts["done"] + counts["failed"]
     status = "ok" if len(records) == finished else "changed"
     detail = f"{len(records):,} records for {finished:,} finished trials"
@@ -190,3 +193,22 @@ def _results_line(path: Path, records: dict[str, str]) -> VerifyLine:
     if said:
         return VerifyLine("results.jsonl", str(path), "changed", "; ".join(said))
     return VerifyLine("results.jsonl", str(path), "match", f"{len(lines):,} records")
+
+
+def _trial_ids_line(
+    meta: dict[str, Any], stored: set[str], item_ids: list[str], db: str
+) -> VerifyLine:
+    """The trial ids the run's plan gives (its stored config and items, shard and limit)
+    against those in the store: none missing, none extra."""
+    experiment = Experiment.model_validate(meta["experiment"])
+    shard = Shard.parse(meta["shard"]) if meta.get("shard") else None
+    planned = {t.trial_id for t in expand(experiment, item_ids, shard, meta.get("limit"))}
+    missing, extra = planned - stored, stored - planned
+    if not missing and not extra:
+        return VerifyLine("trial ids", db, "ok", f"the plan's {len(planned):,} ids, no other")
+    parts = []
+    if missing:
+        parts.append(f"{len(missing):,} planned missing (e.g. {sorted(missing)[0]})")
+    if extra:
+        parts.append(f"{len(extra):,} not in the plan (e.g. {sorted(extra)[0]})")
+    return VerifyLine("trial ids", db, "changed", "; ".join(parts))

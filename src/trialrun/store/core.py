@@ -296,6 +296,10 @@ class Store(BatchTables, JudgmentTables, AnnotationTables, BrowseQueries):
             "cost_unknown": row[5],
         }
 
+    def trial_ids(self) -> set[str]:
+        """Every planned trial's id, as the trials table holds them."""
+        return {row[0] for row in self.conn.execute("SELECT trial_id FROM trials")}
+
     def total_spend(self) -> float:
         """The known cost of every answered call so far, the judges' included (batch lines
         at their batch price): what a budget counts as spent."""
