@@ -92,10 +92,11 @@ def test_each_provider_states_its_own_facts() -> None:
         "anthropic": "anthropic",
         "google-genai": "google",
         "transformers": "local",
+        "vllm": "vllm",
     }
     names = ("mock", "openai", "anthropic", "google", "hf")
     assert [registry.takes_batches(name) for name in names] == [True, True, True, True, False]
-    assert [name for name in registry.BUILTIN if registry.is_local(name)] == ["hf"]
+    assert [name for name in registry.BUILTIN if registry.is_local(name)] == ["hf", "vllm"]
     assert registry.lane("openai", "openai/gpt-4o") == "openai"
     assert registry.lane("hf", "hf/Qwen/Qwen2.5-0.5B") == "hf/Qwen/Qwen2.5-0.5B"
     assert registry.lane("hf", "small") == "hf:small"

@@ -27,6 +27,7 @@ BUILTIN = {
     "anthropic": "trialrun.providers.anthropic",
     "google": "trialrun.providers.google",
     "hf": "trialrun.providers.hf",
+    "vllm": "trialrun.providers.vllm",
 }
 """Each built-in provider's name and module: the one list of them."""
 
