@@ -298,6 +298,22 @@ def test_top_logprobs_above_vllm_s_max_fails_only_those_trials(
     assert fake.events[0][2]["max_logprobs"] == 25
 
 
+def test_a_param_vllm_would_refuse_fails_its_trial_before_reaching_vllm(
+    tmp_path: Path, cli: Any, fake: Any
+) -> None:
+    folder = model_folder(tmp_path, "alpha")
+    config = vllm_config(folder, grid={"temperature": [0.0, 3.0]})  # vLLM takes [0, 2]
+    assert cli("run", write(tmp_path, config)).code == 3
+    for record in read_results(only_run(tmp_path / "runs")):
+        if record["grid"]["temperature"] == 0.0:
+            assert record["status"] == "done"
+        else:
+            assert record["error"].splitlines()[0] == (
+                "turn 1: vllm refused the params: temperature must be in [0, 2], got 3.0."
+            )
+    assert {p.temperature for _, p in sent(fake)} == {0.0}
+
+
 def test_a_request_vllm_refuses_fails_alone_not_its_batchmates(
     tmp_path: Path, cli: Any, fake: Any
 ) -> None:
