@@ -354,6 +354,28 @@ class BatchConfig(StrictModel):
     """Bytes of requests per batch at most, below the provider's own limit."""
 
 
+class RayConfig(StrictModel):
+    """Local-model (`hf/`) trials on Ray actors, each holding one loaded model (on one GPU
+    where the cluster has GPUs); the driver stays the only writer of the store and API
+    trials stay in its event loop. Needs pip install 'trialrun[ray]' on every node."""
+
+    address: str = "auto"
+    """The cluster: `auto` (the one `ray start` made on this node, or `RAY_ADDRESS`), `local` (start a private one in this process, for one machine), or `HOST:PORT` / `ray://HOST:PORT`."""
+    actors: int | None = Field(default=None, ge=1)
+    """Actors per model, each with its own copy of the model; by default one per `gpus_per_actor` GPUs in the cluster (at least one)."""
+    gpus_per_actor: float | None = Field(default=None, ge=0)
+    """GPUs each actor holds; by default 1 where the cluster has GPUs, else 0 (CPU)."""
+    cpus_per_actor: float = Field(default=1.0, ge=0)
+    """CPUs each actor holds."""
+    max_restarts: int = Field(default=3, ge=0)
+    """Lost actors a model's lane replaces (its requests rescheduled on the new one) before its remaining trials fail."""
+
+
+class ExecutorConfig(StrictModel):
+    ray: RayConfig | None = None
+    """Run local-model trials on a Ray cluster (`ray: {address: auto}`); unset, they run in this process."""
+
+
 class PriceConfig(StrictModel):
     input: float = Field(ge=0)
     """USD per million input tokens."""
@@ -416,6 +438,8 @@ class Experiment(StrictModel):
     mode: Literal["realtime", "batch"] = "realtime"
     """`realtime` calls the APIs now; `batch` submits to the providers' batch APIs (half price, results within 24 h), one stage per turn."""
     batch: BatchConfig = Field(default_factory=lambda: BatchConfig())
+    executor: ExecutorConfig = Field(default_factory=lambda: ExecutorConfig())
+    """Where trials run: in this process (the default), or local-model trials on Ray actors (`executor: {ray: {address: auto}}`)."""
     """Batch mode: polling and per-batch limits."""
     limits: dict[str, LimitConfig] = Field(default_factory=dict)
     """Rate limits per provider name (`openai`, `anthropic`, `mock`, ...), shared by every experiment in the process."""

@@ -98,7 +98,8 @@ def _source(ref: str | Path | Run, runs_dir: str | Path, fetched: Path) -> Run:
 
 def _check_same_experiment(sources: list[Run], metas: list[dict[str, Any]]) -> None:
     """Refuse shards of different configs or datasets, naming the first that differs. The
-    config is compared less `output` (where each shard wrote and synced to)."""
+    config is compared less `output` (where each shard wrote and synced to) and `executor`
+    (where its local models ran)."""
     first = _identity(metas[0])
     for source, meta in zip(sources[1:], metas[1:], strict=True):
         identity = _identity(meta)
@@ -111,7 +112,7 @@ def _check_same_experiment(sources: list[Run], metas: list[dict[str, Any]]) -> N
 
 
 def _identity(meta: dict[str, Any]) -> dict[str, Any]:
-    experiment = {k: v for k, v in meta["experiment"].items() if k != "output"}
+    experiment = {k: v for k, v in meta["experiment"].items() if k not in ("output", "executor")}
     return {"config": content_hash(experiment), "data": meta.get("hashes", {}).get("data")}
 
 

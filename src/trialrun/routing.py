@@ -102,7 +102,27 @@ def check_models(
         if message:
             checked.warnings.append(message)
     checked.keys.extend(check_judges(experiment, mock, source, need_keys=need_keys))
+    checked.warnings.extend(_check_executor(experiment, source))
     return checked
+
+
+def _check_executor(experiment: Experiment, source: str) -> list[str]:
+    """`executor.ray`: Ray installed (a one-line error), and a warning when no model of the
+    experiment would run there."""
+    if experiment.executor.ray is None:
+        return []
+    from trialrun.local.cluster import require_ray
+
+    try:
+        require_ray()
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    if any(entry.provider == "hf" for entry in experiment.models):
+        return []
+    return [
+        "executor.ray runs hf/ models only and this experiment has none: every trial runs "
+        "in this process"
+    ]
 
 
 def check_judges(
@@ -389,6 +409,15 @@ def _route(
     price = None
     if entry.provider == "mock":
         provider = _mock(experiment)
+    elif experiment.executor.ray is not None and entry.provider == "hf":
+        from trialrun.local.cluster import RayModels
+
+        provider = RayModels(
+            experiment.executor.ray,
+            entry.provider,
+            {"api_key": settings["api_key"], "base_url": settings["base_url"], **settings["options"]},
+        )
+        price = LOCAL_PRICE
     else:
         provider = providers.create(
             entry.provider,

@@ -392,6 +392,8 @@ def _open_for_execution(
         task=load_task(experiment.task, meta["source"]) if experiment.task else None,
     )
     judge_routes = build_judge_routes(experiment, mock, observer.warn)
+    for route in [*experiment_run.routes.values(), *judge_routes.values()]:
+        route.provider.notify = store.add_event  # a Ray pool's actors, for instance
     experiment_run.judges = compile_judges(experiment, judge_routes, meta["source"])
     if experiment.gates:
         experiment_run.gates = _gates(store, experiment, meta, ignore_gates)

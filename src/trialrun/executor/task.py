@@ -229,9 +229,9 @@ def _in_event_loop() -> bool:
 
 
 def _hf_provider(route: ModelRoute) -> Any:
-    from trialrun.providers.hf import HfProvider
-
-    if not isinstance(route.provider, HfProvider):
+    """The route's local-model provider: `hf` in this process, or its Ray pool
+    (trialrun.local.cluster), both with `run_exclusive` and `resident_model`."""
+    if route.provider_name != "hf" or not hasattr(route.provider, "run_exclusive"):
         raise TrialrunError(
             f"{route.config.label}: not a local hf/ model; hf_model, tokenizer, exclusive "
             "and steering need one"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
@@ -35,6 +35,9 @@ class Provider(Batches, ABC):
     """trialrun's pip extra that installs `sdk` (`pip install 'trialrun[extra]'`)."""
     local: ClassVar[bool] = False
     """Runs the model on this machine: `--mock` leaves it in place (it costs no API call)."""
+    notify: Callable[[str, str], None] | None = None
+    """Where the provider reports events worth keeping in the run (`kind`, `note`): the run
+    sets it to its store's event log; None outside a run."""
 
     def __init__(
         self, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES, **settings: Any

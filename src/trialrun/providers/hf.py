@@ -162,6 +162,11 @@ class HfProvider(Provider):
             await RESIDENCY.release(holder)
             RESIDENCY.close_lane(holder)
 
+    @property
+    def load_error(self) -> BaseException | None:
+        """Why the current model did not load in its lane, if it did not."""
+        return self._load_error
+
     def resident_model(self, model: str) -> Any:
         """The loaded model (a `LoadedModel`) when `model` is loaded now, else None."""
         holder = self._holder
