@@ -360,8 +360,7 @@ def test_steering_and_exclusive_are_refused_in_one_line(
             for record in records:
                 first = record["error"].splitlines()[0]
                 assert first.startswith(
-                    f"task raised TrialrunError: {label}: not a local hf/ model; hf_model, "
-                    "tokenizer, exclusive and steering need one"
+                    f"task raised TrialrunError: {label}: {STEERING_REFUSAL}"
                 ), first
     finally:
         sys.modules.pop("vllmtasks", None)

@@ -231,6 +231,9 @@ def _in_event_loop() -> bool:
 def _hf_provider(route: ModelRoute) -> Any:
     """The route's local-model provider: `hf` in this process, or its Ray pool
     (trialrun.local.cluster), both with `run_exclusive` and `resident_model`."""
+    refusal = getattr(route.provider, "steering_refusal", None)
+    if refusal:  # a local engine that cannot be hooked (vllm/) says why
+        raise TrialrunError(f"{route.config.label}: {refusal}")
     if route.provider_name != "hf" or not hasattr(route.provider, "run_exclusive"):
         raise TrialrunError(
             f"{route.config.label}: not a local hf/ model; hf_model, tokenizer, exclusive "
