@@ -20,11 +20,18 @@ events, which tests read to check that two models were never resident together.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import ClassVar
+
+from trialrun.errors import ProviderError
+
+log = logging.getLogger(__name__)
 
 POLL_S = 0.02
 HISTORY: deque[tuple[float, str, str]] = deque(maxlen=10_000)
@@ -141,3 +148,62 @@ def _limit(holder: Holder, others: list[Holder]) -> int:
 
 RESIDENCY = Residency()
 """The one for this process."""
+
+
+class ResidentLanes:
+    """A local provider's side of these rules (`hf`, `vllm`): one model at a time in a
+    holder, loaded when its lane opens (outside any request's timeout) and freed when it
+    closes; a model that fails to load fails each call with the reason. The provider
+    writes `_load` and `_free` (they run where its model lives) and sets `resident`."""
+
+    name: ClassVar[str]
+    resident: int = 1
+    load_verb = "load"
+    """`did not <verb>` in the error of a model that failed to load."""
+    _holder: Holder | None = None
+    _load_error: BaseException | None = None
+
+    async def _load(self) -> None:
+        raise NotImplementedError
+
+    async def _free(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def load_error(self) -> BaseException | None:
+        """Why the current model did not load in its lane, if it did not."""
+        return self._load_error
+
+    def _holder_for(self, model: str) -> Holder:
+        if self._holder is None or self._holder.name != model:
+            self._holder = Holder(model, self._free, self.resident)
+            self._load_error = None
+        return self._holder
+
+    @asynccontextmanager
+    async def lane(self, model: str) -> AsyncIterator[None]:
+        """Hold a resident slot for `model`'s lane: load it now, free it when the lane ends."""
+        holder = self._holder_for(model)
+        await RESIDENCY.open_lane(holder)
+        try:
+            try:
+                await RESIDENCY.use(holder, self._load)
+                RESIDENCY.done(holder)
+            except Exception as exc:
+                self._load_error = exc
+                log.warning("%s/%s did not %s: %s", self.name, model, self.load_verb, exc)
+            yield
+        finally:
+            await RESIDENCY.release(holder)
+            RESIDENCY.close_lane(holder)
+
+    async def _use(self, model: str) -> Holder:
+        """`model` loaded and marked busy (pair with `RESIDENCY.done`)."""
+        holder = self._holder_for(model)
+        if self._load_error is not None:
+            reason = " ".join(str(self._load_error).split()) or type(self._load_error).__name__
+            raise ProviderError(
+                f"{self.name}/{model} did not {self.load_verb}: {reason[:300]}", kind="final"
+            )
+        await RESIDENCY.use(holder, self._load)
+        return holder

@@ -29,15 +29,15 @@ import importlib.util
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
 from trialrun.errors import ConfigError, ErrorKind, ProviderError
 from trialrun.hashing import canonical
+from trialrun.local.residency import ResidentLanes
 from trialrun.providers.base import Provider
 from trialrun.providers.registry import provider
 from trialrun.types import Request, Response, Usage
@@ -63,7 +63,7 @@ class OutOfMemory(ProviderError):
 
 
 @provider("hf")
-class HfProvider(Provider):
+class HfProvider(ResidentLanes, Provider):
     name = "hf"
     sdk = "transformers"
     extra = "local"
@@ -90,8 +90,6 @@ class HfProvider(Provider):
         self.resident = int(resident)
         self.oom_splits = 0
         self._loaded: Any = None
-        self._holder: Any = None
-        self._load_error: BaseException | None = None
         self._queue: list[_Pending] = []
         self._drainer: asyncio.Task[None] | None = None
         self._device_lock: asyncio.Lock | None = None
@@ -120,20 +118,12 @@ class HfProvider(Provider):
 
     # -- residency -------------------------------------------------------------------------
 
-    def _holder_for(self, model: str) -> Any:
-        from trialrun.local.residency import Holder
-
-        if self._holder is None or self._holder.name != model:
-            self._holder = Holder(model, self._free, self.resident)
-            self._load_error = None
-        return self._holder
-
     async def _load(self) -> None:
         from trialrun.local.models import load
 
-        name = self._holder.name
+        assert self._holder is not None
         loop = asyncio.get_running_loop()
-        call = partial(load, name, self.device, self.dtype, self.download)
+        call = partial(load, self._holder.name, self.device, self.dtype, self.download)
         self._loaded = await loop.run_in_executor(self._thread, call)
 
     async def _free(self) -> None:
@@ -141,31 +131,6 @@ class HfProvider(Provider):
 
         loaded, self._loaded = self._loaded, None
         await asyncio.get_running_loop().run_in_executor(self._thread, free, loaded)
-
-    @asynccontextmanager
-    async def lane(self, model: str) -> AsyncIterator[None]:
-        """Hold a resident slot for `model`'s lane: load it now (outside any request's
-        timeout), free it when the lane ends. A model that fails to load fails each trial."""
-        from trialrun.local.residency import RESIDENCY
-
-        holder = self._holder_for(model)
-        await RESIDENCY.open_lane(holder)
-        try:
-            try:
-                await RESIDENCY.use(holder, self._load)
-                RESIDENCY.done(holder)
-            except Exception as exc:
-                self._load_error = exc
-                log.warning("hf/%s did not load: %s", model, exc)
-            yield
-        finally:
-            await RESIDENCY.release(holder)
-            RESIDENCY.close_lane(holder)
-
-    @property
-    def load_error(self) -> BaseException | None:
-        """Why the current model did not load in its lane, if it did not."""
-        return self._load_error
 
     def resident_model(self, model: str) -> Any:
         """The loaded model (a `LoadedModel`) when `model` is loaded now, else None."""
@@ -186,15 +151,6 @@ class HfProvider(Provider):
                 return await loop.run_in_executor(self._thread, fn, self._loaded)
         finally:
             RESIDENCY.done(holder)
-
-    async def _use(self, model: str) -> Any:
-        from trialrun.local.residency import RESIDENCY
-
-        holder = self._holder_for(model)
-        if self._load_error is not None:
-            raise ProviderError(f"hf/{model} did not load: {self._load_error}", kind="final")
-        await RESIDENCY.use(holder, self._load)
-        return holder
 
     def _lock(self) -> asyncio.Lock:
         if self._device_lock is None:

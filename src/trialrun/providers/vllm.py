@@ -50,14 +50,14 @@ import gc
 import importlib.util
 import logging
 import sys
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from trialrun.errors import ConfigError, ErrorKind, ProviderError, TrialrunError
+from trialrun.local.residency import ResidentLanes
 from trialrun.providers.base import Provider
 from trialrun.providers.registry import provider
 from trialrun.types import Request, Response, Usage
@@ -102,12 +102,13 @@ class _Pending:
 
 
 @provider("vllm")
-class VllmProvider(Provider):
+class VllmProvider(ResidentLanes, Provider):
     name = "vllm"
     sdk = "vllm"
     extra = "vllm"
     local = True
     steering_refusal = STEERING_REFUSAL
+    load_verb = "start"
 
     def __init__(
         self,
@@ -138,8 +139,6 @@ class VllmProvider(Provider):
         self._llm: Any = None
         self._template: str | None = None
         self._served = ""
-        self._holder: Any = None
-        self._load_error: BaseException | None = None
         self._queue: list[_Pending] = []
         self._drainer: asyncio.Task[None] | None = None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="trialrun-vllm")
@@ -171,15 +170,8 @@ class VllmProvider(Provider):
 
     # -- residency -------------------------------------------------------------------------
 
-    def _holder_for(self, model: str) -> Any:
-        from trialrun.local.residency import Holder
-
-        if self._holder is None or self._holder.name != model:
-            self._holder = Holder(model, self._free, 1)
-            self._load_error = None
-        return self._holder
-
     async def _load(self) -> None:
+        assert self._holder is not None
         name = self._holder.name
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._thread, self._start, name)
@@ -205,27 +197,6 @@ class VllmProvider(Provider):
         if torch is not None and torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    @asynccontextmanager
-    async def lane(self, model: str) -> AsyncIterator[None]:
-        """Hold the resident slot for `model`'s lane: start its engine now (outside any
-        request's timeout), delete it when the lane ends. An engine that fails to start fails
-        each trial of the lane."""
-        from trialrun.local.residency import RESIDENCY
-
-        holder = self._holder_for(model)
-        await RESIDENCY.open_lane(holder)
-        try:
-            try:
-                await RESIDENCY.use(holder, self._load)
-                RESIDENCY.done(holder)
-            except Exception as exc:
-                self._load_error = exc
-                log.warning("vllm/%s did not start: %s", model, exc)
-            yield
-        finally:
-            await RESIDENCY.release(holder)
-            RESIDENCY.close_lane(holder)
-
     def resident_model(self, model: str) -> Any:
         """Refused: vLLM's model lives in its engine (see STEERING_REFUSAL)."""
         raise TrialrunError(f"vllm/{model}: {STEERING_REFUSAL}")
@@ -233,16 +204,6 @@ class VllmProvider(Provider):
     async def run_exclusive(self, model: str, fn: Callable[[Any], T]) -> T:
         """Refused: vLLM's model lives in its engine (see STEERING_REFUSAL)."""
         raise TrialrunError(f"vllm/{model}: {STEERING_REFUSAL}")
-
-    async def _use(self, model: str) -> Any:
-        from trialrun.local.residency import RESIDENCY
-
-        holder = self._holder_for(model)
-        if self._load_error is not None:
-            error = _one_line(self._load_error)
-            raise ProviderError(f"vllm/{model} did not start: {error}", kind="final")
-        await RESIDENCY.use(holder, self._load)
-        return holder
 
     # -- generation ------------------------------------------------------------------------
 
