@@ -58,6 +58,14 @@ def environment_checks(runs_dir: Path = Path("runs")) -> list[Check]:
             )
         )
     checks.append(local_extra_check())
+    ray = versions(("ray",))["ray"]
+    checks.append(
+        Check(
+            "package ray",
+            True,
+            ray or "not installed (for executor.ray: pip install 'trialrun[ray]')",
+        )
+    )
     checks += gpu_checks()
     probe = runs_dir if runs_dir.exists() else Path.cwd()
     free = shutil.disk_usage(probe).free

@@ -30,8 +30,9 @@ from trialrun.hashing import content_hash
 from trialrun.providers.registry import sdk_packages
 
 PACKAGES = ("trialrun", "pydantic", "PyYAML", "Jinja2", "rich", "click", "orjson")
-OPTIONAL_PACKAGES = sdk_packages()
-"""The built-in providers' SDK packages and their pip extras, as the provider modules say."""
+OPTIONAL_PACKAGES = {**sdk_packages(), "ray": "ray"}
+"""The built-in providers' SDK packages and their pip extras, as the provider modules say,
+and Ray (executor.ray)."""
 
 
 def versions(names: tuple[str, ...] = PACKAGES + tuple(OPTIONAL_PACKAGES)) -> dict[str, str | None]:
