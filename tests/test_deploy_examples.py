@@ -23,7 +23,7 @@ import trialrun
 from conftest import ROOT
 
 DEPLOY = ROOT / "examples" / "deploy"
-SCRIPTS = [DEPLOY / "shards.sh", DEPLOY / "slurm-sweep.sh"]
+SCRIPTS = [DEPLOY / "shards.sh", DEPLOY / "slurm-sweep.sh", DEPLOY / "build-check.sh"]
 
 # Fields of Batch v1's Job, TaskGroup, TaskSpec, Runnable and Container that a job config
 # may set (output-only ones left out), from the REST reference above.
