@@ -240,3 +240,18 @@ def test_an_actor_the_cluster_cannot_place_fails_its_trials_in_one_line(
             "lower gpus_per_actor (0 runs on CPU)"
         )
     )
+
+
+def test_an_address_where_no_cluster_answers_fails_the_trials_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """Ray itself would retry such an address for many minutes."""
+    folder = build_tiny_model(tmp_path / "tiny")
+    config = _config(folder, items=1, executor={"ray": {"address": "127.0.0.1:9"}})
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(config))
+    started = time.monotonic()
+    records = read_results(trialrun.run(str(tmp_path / "exp.yaml")).path)
+    assert time.monotonic() - started < 30
+    assert {r["status"] for r in records} == {"failed"}
+    first = records[0]["error"].splitlines()[0]
+    assert "executor.ray.address 127.0.0.1:9: no Ray cluster answers there" in first
