@@ -4,8 +4,9 @@ idempotent collect, the lock, the cache across modes, mode switches, limits, --d
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,9 @@ import yaml
 
 import trialrun
 from conftest import CliResult, base_config, read_results
+from trialrun.executor import batch_collect
+from trialrun.providers.batch import BatchOutcome
+from trialrun.providers.mock import MockProvider
 from trialrun.runs import lock_run as _lock
 from trialrun.store import Store
 
@@ -157,6 +161,40 @@ def test_a_late_trial_never_holds_back_the_ready_ones() -> None:
     assert [b["requests"] for b in second] == [4]
     with Store(store_path, readonly=True) as store:
         assert store.batch_request_counts() == {"done": 4, "submitted": 16}
+
+
+def test_results_read_half_way_are_stored_once_and_the_rest_at_the_next_pass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Outcomes are stored 5 at a time; the first read of the batch's results breaks after 7
+    # (the provider unreachable mid-read: one chunk committed, as a crash after it leaves it).
+    monkeypatch.setattr(batch_collect, "OUTCOME_CHUNK", 5)
+    read = MockProvider.batch_results
+    broken = {"left": 1}
+
+    async def breaks_once(self: MockProvider, batch_id: str) -> AsyncIterator[BatchOutcome]:
+        count = 0
+        async for outcome in read(self, batch_id):
+            if broken["left"] and count == 7:
+                broken["left"] -= 1
+                raise ConnectionError("connection reset mid-download")
+            count += 1
+            yield outcome
+
+    monkeypatch.setattr(MockProvider, "batch_results", breaks_once)
+    run = trialrun.run(batch_config(followups=[]))
+    trialrun.collect(run)
+    with Store(run.path / "trialrun.db", readonly=True) as store:
+        assert store.batch_request_counts() == {"done": 5, "submitted": 11}
+    assert [b["state"] for b in batches(run)] == ["open"]
+    assert "batch_error" in [kind for _, kind, _ in run.status()["events"]]
+
+    trialrun.collect(run, wait=True)
+    assert run.counts()["done"] == 16
+    assert [b["state"] for b in batches(run)] == ["ended"]  # read again, not resubmitted
+    with sqlite3.connect(run.path / "trialrun.db") as conn:
+        attempts = conn.execute("SELECT trial_id, turn, attempt FROM attempts").fetchall()
+    assert len(attempts) == len(set(attempts)) == 16  # each answer stored once
 
 
 def _delay_mock_batch(batch_id: str, seconds: float) -> None:

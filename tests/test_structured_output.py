@@ -183,7 +183,7 @@ def test_the_mock_batch_answers_verdicts(tmp_path: Path) -> None:
     async def run_batch() -> list[Any]:
         entries = [mock.batch_entry("j", judge_request()), mock.batch_entry("p", plain)]
         batch_id = await mock.submit_batch(entries, {"trialrun_tag": "t"})
-        return await mock.batch_results(batch_id)
+        return [outcome async for outcome in mock.batch_results(batch_id)]
 
     judged, answered = asyncio.run(run_batch())
     check_verdict(judged.response.text)

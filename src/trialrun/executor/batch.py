@@ -5,9 +5,10 @@ run's lock):
 
 1. reconcile batches written `submitting` whose submission never recorded an id (a
    crash after the provider accepted it): look them up by their tag, else resubmit;
-2. poll open batches; for each that ended, store every outcome in one transaction
-   (answers fill the response cache; errors are retried in a later batch up to
-   `retry.attempts`; expired or cancelled requests are resubmitted);
+2. poll open batches (batch_collect.py); for each that ended, store its outcomes as the
+   provider reads them, in chunks each committed with its attempts, then end it (answers
+   fill the response cache; errors are retried in a later batch up to `retry.attempts`;
+   expired or cancelled requests, and requests it never mentions, are resubmitted);
 3. advance (advance.py): each pending trial with nothing out gets the request of its
    next turn, built from the previous turn's request and answer (a cache hit is
    answered at once); trials with every turn answered, or a turn failed, get their record
@@ -26,7 +27,7 @@ import contextlib
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -34,6 +35,10 @@ import orjson
 from trialrun import secrets
 from trialrun.errors import ConfigError
 from trialrun.executor.advance import advance
+from trialrun.executor.batch_collect import (
+    CollectReport as CollectReport,  # re-exported: the API and display import it from here
+)
+from trialrun.executor.batch_collect import count_failure, poll, unreachable
 from trialrun.executor.batch_judge import (
     judge_committed,
     judge_label,
@@ -42,65 +47,10 @@ from trialrun.executor.batch_judge import (
     route_of,
 )
 from trialrun.executor.budget import BUDGET_STOP, Budget, worst_case_usd
-from trialrun.executor.trial import (
-    ExperimentRun,
-    ModelRoute,
-    TurnRequest,
-    failed_attempt,
-    store_answer,
-)
+from trialrun.executor.trial import ExperimentRun, ModelRoute
 from trialrun.providers.base import Provider
-from trialrun.providers.batch import BatchOutcome, BatchStatus
-from trialrun.store import (
-    BATCH_OPEN,
-    BatchOutcomeRow,
-    OutstandingRequest,
-    ReadyRequest,
-    utcnow,
-)
+from trialrun.store import BATCH_OPEN
 from trialrun.types import Request
-
-
-@dataclass
-class CollectReport:
-    """What one pass did."""
-
-    reconciled: int = 0
-    resubmitted: int = 0
-    collected: int = 0
-    cache_hits: int = 0
-    submitted_batches: int = 0
-    submitted_requests: int = 0
-    open_batches: int = 0
-    judge_requests: int = 0
-    """Judges' requests out (waiting to be submitted, or in a batch) after the pass."""
-    notes: list[str] = field(default_factory=list)
-
-    def line(self) -> str:
-        parts = []
-        if self.collected:
-            parts.append(f"{self.collected:,} results stored")
-        if self.cache_hits:
-            parts.append(f"{self.cache_hits:,} answered from the cache")
-        if self.submitted_batches:
-            parts.append(
-                f"{self.submitted_requests:,} requests submitted in {self.submitted_batches} "
-                f"batch{'es' if self.submitted_batches > 1 else ''}"
-            )
-        if self.reconciled:
-            parts.append(f"{self.reconciled} lost submissions found")
-        if self.resubmitted:
-            parts.append(f"{self.resubmitted} requests to resubmit")
-        parts.append(f"{self.open_batches} batch{'es' if self.open_batches != 1 else ''} out")
-        if self.judge_requests:
-            parts.append(
-                f"{self.judge_requests:,} judge request{'s' if self.judge_requests > 1 else ''} out"
-            )
-        return "; ".join(parts)
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.reconciled or self.collected or self.cache_hits or self.submitted_batches)
 
 
 def batch_capable(route: ModelRoute) -> bool:
@@ -111,7 +61,7 @@ async def collect_pass(run: ExperimentRun) -> CollectReport:
     check_batch_support({judge_label(j): j.route for j in run.judges}, f"{run.run_id}: judge")
     report = CollectReport()
     await _reconcile(run, report)
-    await _poll(run, report)
+    await poll(run, report)
     report.cache_hits += advance(run)
     report.cache_hits += judge_committed(run)
     await _submit(run, report)
@@ -140,7 +90,7 @@ async def _reconcile(run: ExperimentRun, report: CollectReport) -> None:
                 store.known_batch_ids(),
             )
         except Exception as exc:  # unreachable now: look again at the next pass
-            _unreachable(run, route, "looking up a lost submission", exc, report)
+            unreachable(run, route, "looking up a lost submission", exc, report)
             continue
         run.submit_failures[route.lane] = 0
         if found is not None:
@@ -156,122 +106,18 @@ async def _reconcile(run: ExperimentRun, report: CollectReport) -> None:
             report.resubmitted += moved
 
 
-# ------------------------------------------------------------------ 2. poll and store
-
-
-async def _poll(run: ExperimentRun, report: CollectReport) -> None:
-    store = run.store
-    for batch in store.batches(["open"]):
-        route = route_of(run, batch["model"])
-        try:
-            status = await route.provider.poll_batch(batch["batch_id"])
-            if not status.ended:
-                store.batch_polled(batch["tag"], status.raw, status.counts)
-                run.submit_failures[route.lane] = 0
-                continue
-            outcomes = []
-            if not status.failed:
-                outcomes = await route.provider.batch_results(batch["batch_id"])
-        except Exception as exc:  # the batch is still there: poll again at the next pass
-            _unreachable(run, route, f"polling batch {batch['batch_id']}", exc, report)
-            continue
-        run.submit_failures[route.lane] = 0
-        _store_outcomes(run, route, batch, status, outcomes, report)
-
-
-def _unreachable(
-    run: ExperimentRun, route: ModelRoute, what: str, exc: Exception, report: CollectReport
-) -> None:
-    kind, _ = route.provider.classify_error(exc)
-    message = secrets.redact(str(exc)) or type(exc).__name__
-    if kind == "auth":
-        run.stopped_lanes.setdefault(route.lane, message)
-    note = f"{route.lane}: {what} failed ({message}); tried again at the next collect"
-    run.store.add_event("batch_error", note)
-    report.notes.append(note)
-    _count_failure(run, route, message)
-
-
-def _count_failure(run: ExperimentRun, route: ModelRoute, message: str) -> None:
-    """Calls to a lane's batch API that failed in a row; at `retry.attempts` the lane stops
-    with the last error, so `collect --wait` never loops on a provider that is down."""
-    failures = run.submit_failures.get(route.lane, 0) + 1
-    run.submit_failures[route.lane] = failures
-    if failures >= run.experiment.retry.attempts:
-        run.stopped_lanes.setdefault(
-            route.lane,
-            f"{failures} calls to its batch API in a row failed, the last with: {message}",
-        )
-
-
-def _store_outcomes(
-    run: ExperimentRun,
-    route: ModelRoute,
-    batch: dict[str, Any],
-    status: BatchStatus,
-    outcomes: list[BatchOutcome],
-    report: CollectReport,
-) -> None:
-    rows = run.store.batch_rows(batch["tag"])
-    if status.failed:  # nothing ran: every request is an error of this attempt
-        failure = secrets.redact(status.note or "the batch failed")
-        outcomes = [BatchOutcome(custom_id, error=failure) for custom_id in rows]
-    now = utcnow()
-    stored: list[BatchOutcomeRow] = []
-    for outcome in outcomes:
-        row = rows.get(outcome.custom_id)
-        if row is None:
-            continue  # not ours, or already stored by an earlier pass
-        if outcome.unprocessed:
-            stored.append(BatchOutcomeRow(outcome.custom_id, "ready", attempts_added=0))
-            continue
-        stored.append(_outcome_row(run, route, row, outcome, now))
-        report.collected += 1
-    note = status.note
-    if note:
-        note = f"batch {batch['batch_id']} ({batch['lane']}) {note}"
-        run.store.add_event("batch_note", note)
-        report.notes.append(note)
-    run.store.end_batch(batch["tag"], status.raw, status.counts, stored, note)
-    if run.cache is not None:
-        run.cache.flush()
-
-
-def _outcome_row(
-    run: ExperimentRun,
-    route: ModelRoute,
-    row: OutstandingRequest,
-    outcome: BatchOutcome,
-    now: str,
-) -> BatchOutcomeRow:
-    """Log one request's answer or error as an attempt; what becomes of the request: done,
-    ready to retry in a later batch (up to `retry.attempts`), or failed."""
-    request = TurnRequest(row.trial_id, row.turn, row.cache_key, row.request)
-    attempt = row.attempts + 1
-    if outcome.response is not None:
-        outcome.response.attempts = attempt
-        response_json = store_answer(run, route, request, outcome.response, now, batch=True)
-        return BatchOutcomeRow(outcome.custom_id, "done", response=response_json)
-    message = secrets.redact(outcome.error or "batch request failed")
-    run.store.add_attempt(failed_attempt(request, attempt, message, outcome.kind, now))
-    if outcome.kind == "retryable" and attempt < run.experiment.retry.attempts:
-        return BatchOutcomeRow(outcome.custom_id, "ready", error=message)
-    suffix = f" (gave up after {attempt} attempts)" if outcome.kind == "retryable" else ""
-    where = f"turn {row.turn + 1}: " if row.turn >= 0 else ""  # a judge's: its judgment says
-    error = f"{where}{message}{suffix}"
-    return BatchOutcomeRow(outcome.custom_id, "failed", error=error)
-
-
 # ------------------------------------------------------------------ 4. submit
 
 
 @dataclass(frozen=True, slots=True)
 class Ready:
-    """A ready request as `_submit` holds it, with the size of its batch entry in bytes.
-    The entry itself is built again only when its chunk is sent, so a stage never holds
-    every request as dicts."""
+    """A ready request as `_submit` holds it: its id, turn, label and the size of its batch
+    entry in bytes. The request is read from the store again, and its entry built, only
+    as its chunk is written to the provider, so a stage holds every request's id, never
+    every request."""
 
-    request: ReadyRequest
+    custom_id: str
+    turn: int
     label: str
     """The model entry's label, or the judge's (`batch_judge.judge_label`)."""
     size: int
@@ -308,7 +154,7 @@ async def _submit(run: ExperimentRun, report: CollectReport) -> None:
             label if ready.turn < 0 else None,  # a judge's asks go out with its own route
         )
         size = len(orjson.dumps(provider.batch_entry(ready.custom_id, request))) + 1
-        groups[key].append(Ready(ready, label, size))
+        groups[key].append(Ready(ready.custom_id, ready.turn, label, size))
     for entries in groups.values():
         label = entries[0].label
         route = route_of(run, label)
@@ -394,15 +240,15 @@ async def _submit_one(
 ) -> None:
     store = run.store
     tag = f"b{uuid.uuid4().hex[:16]}"
-    requests = [entry.request for entry in chunk]
-    custom_ids = [r.custom_id for r in requests]
-    stage = min(r.turn for r in requests)
+    custom_ids = [entry.custom_id for entry in chunk]
+    stage = min(entry.turn for entry in chunk)
     if stage < 0:  # a judge's asks: the stage after the trials' last turn
         stage = run.experiment.turn_count()
     store.open_batch(tag, route.lane, label, stage, custom_ids)
     try:
         entries = (
-            route.provider.batch_entry(r.custom_id, _request(route, r.request)) for r in requests
+            route.provider.batch_entry(custom_id, _request(route, request))
+            for custom_id, request in store.requests_of(custom_ids)
         )
         batch_id = await route.provider.submit_batch(entries, _metadata(run, tag))
     except Exception as exc:
@@ -417,7 +263,7 @@ async def _submit_one(
             note = f"{route.lane}: no answer to a submission of {len(chunk)} requests ({message}); the next collect reconciles it"
         store.add_event("batch_submit_error", note)
         report.notes.append(note)
-        _count_failure(run, route, message)
+        count_failure(run, route, message)
         return
     run.submit_failures[route.lane] = 0
     store.batch_submitted(tag, batch_id)

@@ -22,12 +22,21 @@ reads as "stop"; without one the text is empty and the finish reason tells why (
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+import os
+from collections.abc import AsyncIterator, Iterable
 from typing import Any, ClassVar
 
 from trialrun.errors import ErrorKind
 from trialrun.hashing import canonical
-from trialrun.providers.batch import BatchAPI, BatchOutcome, BatchStatus
+from trialrun.providers.batch import (
+    BatchAPI,
+    BatchOutcome,
+    BatchStatus,
+    read_chunks,
+    read_jsonl,
+    spool_download,
+    spool_json_object,
+)
 from trialrun.providers.registry import provider
 from trialrun.providers.sdk import SDKProvider
 from trialrun.types import Request, Response, Usage
@@ -110,7 +119,20 @@ class AnthropicProvider(SDKProvider, BatchAPI):
     async def submit_batch(
         self, entries: Iterable[dict[str, Any]], metadata: dict[str, str]
     ) -> str:
-        batch = await self._ensure_client().messages.batches.create(requests=list(entries))
+        # The API takes a batch's requests in the body (up to 256 MB), which the SDK's
+        # `batches.create` builds in memory; the same body, `{"requests": [...]}`, is written
+        # to a temporary file an entry at a time and streamed from there.
+        with spool_json_object("requests", entries) as body:
+            size = body.seek(0, os.SEEK_END)
+            body.seek(0)
+            batch = await self._ensure_client().post(
+                "/v1/messages/batches",
+                cast_to=self._sdk.types.messages.MessageBatch,
+                content=read_chunks(body),
+                options={
+                    "headers": {"Content-Type": "application/json", "Content-Length": str(size)}
+                },
+            )
         return str(batch.id)
 
     async def find_batch(
@@ -145,25 +167,27 @@ class AnthropicProvider(SDKProvider, BatchAPI):
             batch.processing_status == "ended", str(batch.processing_status), counts, note
         )
 
-    async def batch_results(self, batch_id: str) -> list[BatchOutcome]:
-        outcomes = []
-        async for entry in await self._ensure_client().messages.batches.results(batch_id):
-            result = entry.result
-            if result.type == "succeeded":
-                message = result.message.model_dump(mode="json")
-                outcomes.append(BatchOutcome(entry.custom_id, response=_response(message)))
-            elif result.type == "errored":
-                error = result.error.error
-                kind: ErrorKind = "final" if error.type in _FINAL_ERRORS else "retryable"
-                outcomes.append(
-                    BatchOutcome(entry.custom_id, error=f"{error.type}: {error.message}", kind=kind)
-                )
-            else:  # expired or canceled before it ran
-                outcomes.append(BatchOutcome(entry.custom_id, unprocessed=True))
-        return outcomes
+    async def batch_results(self, batch_id: str) -> AsyncIterator[BatchOutcome]:
+        results = self._ensure_client().messages.batches.with_streaming_response.results(batch_id)
+        with await spool_download(results) as spool:
+            for line in read_jsonl(spool):
+                yield _outcome(line)
 
     async def cancel_batch(self, batch_id: str) -> None:
         await self._ensure_client().messages.batches.cancel(batch_id)
+
+
+def _outcome(line: dict[str, Any]) -> BatchOutcome:
+    """One line of a Message Batch's results file, as the API sends it."""
+    custom_id, result = str(line["custom_id"]), line["result"]
+    if result["type"] == "succeeded":
+        return BatchOutcome(custom_id, response=_response(result["message"]))
+    if result["type"] == "errored":
+        error = (result.get("error") or {}).get("error") or {}
+        kind: ErrorKind = "final" if error.get("type") in _FINAL_ERRORS else "retryable"
+        message = f"{error.get('type', 'api_error')}: {error.get('message', 'no reason given')}"
+        return BatchOutcome(custom_id, error=message, kind=kind)
+    return BatchOutcome(custom_id, unprocessed=True)  # expired or canceled before it ran
 
 
 def to_messages_params(request: Request, *, sampling: bool = False) -> dict[str, Any]:

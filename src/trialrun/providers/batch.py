@@ -11,10 +11,14 @@ hooks are these six.
 
 from __future__ import annotations
 
+import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import AbstractAsyncContextManager, ExitStack
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import IO, Any, ClassVar
+
+import orjson
 
 from trialrun.errors import ErrorKind
 from trialrun.types import Request, Response
@@ -66,7 +70,8 @@ class Batches:
         self, entries: Iterable[dict[str, Any]], metadata: dict[str, str]
     ) -> str:
         """Create a batch of `batch_entry` dicts; return the provider's batch id. The entries
-        are built as they are read: iterate once, and hold them only if the API needs to."""
+        are built as they are read: iterate once, writing them to a temporary file where the
+        API takes a file, and hold them only if it takes them in the body."""
         raise NotImplementedError(f"{type(self).__name__} has no batch API")
 
     async def find_batch(
@@ -80,8 +85,10 @@ class Batches:
         """The batch's state now: whether it has ended, and why if early."""
         raise NotImplementedError(f"{type(self).__name__} has no batch API")
 
-    async def batch_results(self, batch_id: str) -> list[BatchOutcome]:
-        """Outcomes of an ended batch; requests it does not mention are resubmitted."""
+    def batch_results(self, batch_id: str) -> AsyncIterator[BatchOutcome]:
+        """Outcomes of an ended batch, yielded as they are read (an async generator: a
+        results file is streamed to a temporary file, then read a line at a time), so the
+        executor stores them in bounded chunks; requests it does not mention are resubmitted."""
         raise NotImplementedError(f"{type(self).__name__} has no batch API")
 
     async def cancel_batch(self, batch_id: str) -> None:
@@ -117,7 +124,60 @@ class BatchAPI(Batches, ABC):
     async def poll_batch(self, batch_id: str) -> BatchStatus: ...
 
     @abstractmethod
-    async def batch_results(self, batch_id: str) -> list[BatchOutcome]: ...
+    def batch_results(self, batch_id: str) -> AsyncIterator[BatchOutcome]: ...
 
     @abstractmethod
     async def cancel_batch(self, batch_id: str) -> None: ...
+
+
+def spool_jsonl(entries: Iterable[dict[str, Any]]) -> IO[bytes]:
+    """The entries as JSON lines in an anonymous temporary file (in `TMPDIR`), rewound:
+    written one at a time, never all held. The caller closes it, which deletes it."""
+    with ExitStack() as closing_on_error:
+        spool = closing_on_error.enter_context(tempfile.TemporaryFile())
+        for entry in entries:
+            spool.write(orjson.dumps(entry))
+            spool.write(b"\n")
+        spool.seek(0)
+        closing_on_error.pop_all()
+    return spool
+
+
+def spool_json_object(key: str, entries: Iterable[dict[str, Any]]) -> IO[bytes]:
+    """`{key: [entries]}` as JSON in an anonymous temporary file, at its end (its `tell()` is
+    its size): written an entry at a time, never all held. The caller closes it."""
+    with ExitStack() as closing_on_error:
+        spool = closing_on_error.enter_context(tempfile.TemporaryFile())
+        spool.write(b"{" + orjson.dumps(key) + b":[")
+        for number, entry in enumerate(entries):
+            spool.write(b"," + orjson.dumps(entry) if number else orjson.dumps(entry))
+        spool.write(b"]}")
+        closing_on_error.pop_all()
+    return spool
+
+
+async def read_chunks(spool: IO[bytes], size: int = 1 << 20) -> AsyncIterator[bytes]:
+    """A file's bytes from where it stands, `size` at a time: a request body to stream."""
+    while chunk := spool.read(size):
+        yield chunk
+
+
+async def spool_download(streaming: AbstractAsyncContextManager[Any]) -> IO[bytes]:
+    """A download (an SDK's `with_streaming_response` call, whose response has
+    `iter_bytes()`) written to an anonymous temporary file as it arrives; the caller closes
+    it. The connection is released before the first line is read."""
+    with ExitStack() as closing_on_error:
+        spool = closing_on_error.enter_context(tempfile.TemporaryFile())
+        async with streaming as response:
+            async for chunk in response.iter_bytes():
+                spool.write(chunk)
+        closing_on_error.pop_all()
+    return spool
+
+
+def read_jsonl(spool: IO[bytes]) -> Iterator[Any]:
+    """Each line of a JSONL file from its start, parsed, one at a time; blank lines skipped."""
+    spool.seek(0)
+    for line in spool:
+        if line.strip():
+            yield orjson.loads(line)

@@ -26,7 +26,7 @@ out again without using an attempt. A lost submission is found again by its disp
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any, ClassVar
 
 import orjson
@@ -226,14 +226,15 @@ class GoogleProvider(Provider, BatchAPI):
         failed = state == "JOB_STATE_FAILED"
         return BatchStatus(state in _ENDED, state, {}, note, failed=failed)
 
-    async def batch_results(self, batch_id: str) -> list[BatchOutcome]:
+    async def batch_results(self, batch_id: str) -> AsyncIterator[BatchOutcome]:
         with connection_failures_named():
             job = await self._ensure_client().aio.batches.get(name=batch_id)
         dest = job.dest
         if dest is not None and dest.file_name and not dest.inlined_responses:
             raise ValueError(f"batch {batch_id}: results in a file ({dest.file_name}) are not read")
-        answers = (dest.inlined_responses if dest is not None else None) or []
-        return [_outcome(answer) for answer in answers if (answer.metadata or {}).get("key")]
+        for answer in (dest.inlined_responses if dest is not None else None) or []:
+            if (answer.metadata or {}).get("key"):
+                yield _outcome(answer)
 
     async def cancel_batch(self, batch_id: str) -> None:
         with connection_failures_named():

@@ -29,10 +29,12 @@ import json
 import os
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from trialrun.errors import ProviderError
 from trialrun.hashing import canonical
@@ -140,9 +142,12 @@ class MockProvider(Provider, BatchAPI):
 
     # -- a batch API, simulated offline ----------------------------------------------------
     #
-    # Each submitted batch is a JSON file in `batch_dir` (under the response cache folder),
-    # so that a later `collect` process finds it as it would find a provider's batch. A
-    # batch ends `batch_delay_s` after submission; each request then fails with probability
+    # Each submitted batch is two files in `batch_dir` (under the response cache folder), so
+    # that a later `collect` process finds it as it would find a provider's batch: its
+    # entries as JSON lines (`<id>.jsonl`, written and read a line at a time, like a
+    # provider's input and results files) and a small JSON of its state (`<id>.json`;
+    # a batch written by an earlier version holds its entries there, and is read as well).
+    # A batch ends `batch_delay_s` after submission; each request then fails with probability
     # `batch_errors` or expires unprocessed with probability `batch_expire`, decided once
     # from the batch and request ids.
 
@@ -161,21 +166,30 @@ class MockProvider(Provider, BatchAPI):
             entry["schema_name"] = request.schema_name
         return entry
 
-    def _batch_path(self, batch_id: str) -> Path:
+    def _batch_path(self, batch_id: str, suffix: str = ".json") -> Path:
         if self.batch_dir is None:
             raise ProviderError("mock: batch mode needs a batch folder", kind="final")
-        return self.batch_dir / f"{batch_id}.json"
+        return self.batch_dir / f"{batch_id}{suffix}"
 
     async def submit_batch(
         self, entries: Iterable[dict[str, Any]], metadata: dict[str, str]
     ) -> str:
         digest = hashlib.sha256(canonical([metadata, time.time_ns()]).encode()).hexdigest()
         batch_id = f"mockbatch_{digest[:20]}"
+        lines = self._batch_path(batch_id, ".jsonl")
+        lines.parent.mkdir(parents=True, exist_ok=True)
+        count = 0
+        partial = lines.with_name(f"{lines.name}.part")
+        with partial.open("wb") as handle:
+            for entry in entries:
+                handle.write(orjson.dumps(entry) + b"\n")
+                count += 1
+        os.replace(partial, lines)
         batch = {
             "id": batch_id,
             "created": time.time(),
             "metadata": metadata,
-            "entries": list(entries),
+            "requests": count,
             "cancelled": False,
         }
         _write_json(self._batch_path(batch_id), batch)
@@ -201,15 +215,24 @@ class MockProvider(Provider, BatchAPI):
             ) from None
         return data
 
+    def _entries(self, batch: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """A batch's entries, a line at a time."""
+        if "entries" in batch:  # written by an earlier version
+            yield from batch["entries"]
+            return
+        with self._batch_path(batch["id"], ".jsonl").open("rb") as handle:
+            yield from (orjson.loads(line) for line in handle if line.strip())
+
     async def poll_batch(self, batch_id: str) -> BatchStatus:
         batch = self._read_batch(batch_id)
-        total = len(batch["entries"])
+        total = batch.get("requests", len(batch.get("entries", [])))
         if batch["cancelled"]:
             return BatchStatus(True, "cancelled", {"total": total}, "cancelled")
         if time.time() - batch["created"] < self.batch_delay_s:
             return BatchStatus(False, "in_progress", {"total": total})
-        outcomes = [self._fate(batch_id, e["custom_id"]) for e in batch["entries"]]
-        counts = {fate: outcomes.count(fate) for fate in ("ok", "error", "expired")}
+        counts = dict.fromkeys(("ok", "error", "expired"), 0)
+        for entry in self._entries(batch):
+            counts[self._fate(batch_id, entry["custom_id"])] += 1
         expired = counts["expired"] > 0
         return BatchStatus(
             True, "expired" if expired else "ended", counts, "expired" if expired else None
@@ -223,19 +246,17 @@ class MockProvider(Provider, BatchAPI):
             return "error"
         return "ok"
 
-    async def batch_results(self, batch_id: str) -> list[BatchOutcome]:
+    async def batch_results(self, batch_id: str) -> AsyncIterator[BatchOutcome]:
         batch = self._read_batch(batch_id)
-        outcomes = []
-        for entry in batch["entries"]:
+        for entry in self._entries(batch):
             custom_id = entry["custom_id"]
             fate = "expired" if batch["cancelled"] else self._fate(batch_id, custom_id)
             if fate == "expired":
-                outcomes.append(BatchOutcome(custom_id, unprocessed=True))
+                yield BatchOutcome(custom_id, unprocessed=True)
             elif fate == "error":
-                outcomes.append(BatchOutcome(custom_id, error="mock: 500 batch request failed"))
+                yield BatchOutcome(custom_id, error="mock: 500 batch request failed")
             else:
-                outcomes.append(BatchOutcome(custom_id, response=self._batch_answer(entry)))
-        return outcomes
+                yield BatchOutcome(custom_id, response=self._batch_answer(entry))
 
     def _batch_answer(self, entry: dict[str, Any]) -> Response:
         request = Request(

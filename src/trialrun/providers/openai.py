@@ -13,13 +13,18 @@ a `message.refusal` becomes `Response.refusal`, with the text empty.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any, ClassVar
 
-import orjson
-
 from trialrun.config import SAMPLING_PARAMS
-from trialrun.providers.batch import BatchAPI, BatchOutcome, BatchStatus
+from trialrun.providers.batch import (
+    BatchAPI,
+    BatchOutcome,
+    BatchStatus,
+    read_jsonl,
+    spool_download,
+    spool_jsonl,
+)
 from trialrun.providers.http import kind_of_status
 from trialrun.providers.registry import provider
 from trialrun.providers.sdk import SDKProvider
@@ -99,9 +104,9 @@ class OpenAIProvider(SDKProvider, BatchAPI):
         self, entries: Iterable[dict[str, Any]], metadata: dict[str, str]
     ) -> str:
         client = self._ensure_client()
-        data = b"".join(orjson.dumps(entry) + b"\n" for entry in entries)
         name = f"trialrun-{metadata.get('trialrun_tag', 'batch')}.jsonl"
-        upload = await client.files.create(file=(name, data), purpose="batch")
+        with spool_jsonl(entries) as spool:  # the SDK streams a file object's multipart part
+            upload = await client.files.create(file=(name, spool), purpose="batch")
         batch = await client.batches.create(
             input_file_id=upload.id,
             endpoint=ENDPOINT,
@@ -134,18 +139,16 @@ class OpenAIProvider(SDKProvider, BatchAPI):
             note = "failed: " + ("; ".join(str(e.message) for e in errors) or "no reason given")
         return BatchStatus(ended, status, counts, note, failed=status == "failed")
 
-    async def batch_results(self, batch_id: str) -> list[BatchOutcome]:
+    async def batch_results(self, batch_id: str) -> AsyncIterator[BatchOutcome]:
         client = self._ensure_client()
         batch = await client.batches.retrieve(batch_id)
-        outcomes = []
         for file_id in (batch.output_file_id, batch.error_file_id):
             if not file_id:
                 continue
-            content = await client.files.content(file_id)
-            for line in content.text.splitlines():
-                if line.strip():
-                    outcomes.append(self._outcome(orjson.loads(line)))
-        return outcomes
+            download = client.files.with_streaming_response.content(file_id)
+            with await spool_download(download) as spool:
+                for line in read_jsonl(spool):
+                    yield self._outcome(line)
 
     def _outcome(self, line: dict[str, Any]) -> BatchOutcome:
         custom_id = str(line["custom_id"])

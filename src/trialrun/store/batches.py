@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,14 +140,49 @@ class BatchTables(StoreBase):
         while rows := cursor.fetchmany(1000):
             yield from (ReadyRequest(r[0], r[1], r[2], r[3]) for r in rows)
 
-    def batch_rows(self, tag: str) -> dict[str, OutstandingRequest]:
-        """A batch's requests still out, by custom id."""
-        rows = self.conn.execute(
+    def batch_rows(
+        self, tag: str, custom_ids: Sequence[str] | None = None
+    ) -> dict[str, OutstandingRequest]:
+        """A batch's requests still out, by custom id (with `custom_ids`, only those)."""
+        query = (
             "SELECT custom_id, trial_id, turn, attempts, cache_key, request FROM batch_requests "
-            "WHERE tag=? AND state='submitted'",
+            "WHERE tag=? AND state='submitted'"
+        )
+        if custom_ids is None:
+            return {r[0]: OutstandingRequest(*r) for r in self.conn.execute(query, (tag,))}
+        # By the custom ids' index: with hundreds of ids SQLite would rather walk the whole
+        # batch through the tag's index (measured 70 ms against 4 ms per 500 ids in a batch
+        # of 50,000); `+tag` keeps it from using that index.
+        query = query.replace("WHERE tag=?", "WHERE +tag=?")
+        out: dict[str, OutstandingRequest] = {}
+        for start in range(0, len(custom_ids), CHUNK):
+            chunk = custom_ids[start : start + CHUNK]
+            rows = self.conn.execute(
+                f"{query} AND custom_id IN ({','.join('?' * len(chunk))})", (tag, *chunk)
+            )
+            out.update({r[0]: OutstandingRequest(*r) for r in rows})
+        return out
+
+    def batch_custom_ids(self, tag: str) -> list[str]:
+        """The custom ids of a batch's requests still out."""
+        rows = self.conn.execute(
+            "SELECT custom_id FROM batch_requests WHERE tag=? AND state='submitted' ORDER BY rowid",
             (tag,),
         )
-        return {r[0]: OutstandingRequest(*r) for r in rows}
+        return [row[0] for row in rows]
+
+    def requests_of(self, custom_ids: Sequence[str]) -> Iterator[tuple[str, str]]:
+        """(custom id, request JSON) of these requests, in the order given, read `CHUNK` at a
+        time, so a submission holds one batch's ids rather than its requests."""
+        for start in range(0, len(custom_ids), CHUNK):
+            chunk = custom_ids[start : start + CHUNK]
+            rows = self.conn.execute(
+                "SELECT custom_id, request FROM batch_requests "
+                f"WHERE custom_id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            found = dict(rows.fetchall())
+            yield from ((custom_id, found[custom_id]) for custom_id in chunk if custom_id in found)
 
     def judge_requests(self, trial_ids: list[str]) -> dict[str, dict[int, JudgeRequest]]:
         """The judges' requests of these trials (turn -1 - the judge's index), by trial id
@@ -244,6 +279,27 @@ class BatchTables(StoreBase):
             )
         return cur.rowcount
 
+    def store_batch_outcomes(self, tag: str, outcomes: list[BatchOutcomeRow]) -> None:
+        """Store some outcomes of a finished batch, in one transaction with the attempts
+        buffered for them. The batch stays open: a pass that stops before `end_batch` reads
+        its results again, and the requests stored here are no longer out, so they are
+        skipped then, never stored twice."""
+        with self._transaction():
+            self._update_outcomes(tag, outcomes)
+            attempts, self._buffer.attempts = self._buffer.attempts, []
+            self.write_attempts(attempts)
+
+    def _update_outcomes(self, tag: str, outcomes: list[BatchOutcomeRow]) -> None:
+        self.conn.executemany(
+            "UPDATE batch_requests SET state=?, response=?, error=?, attempts=attempts+?, "
+            "tag=CASE WHEN ?='ready' THEN NULL ELSE tag END "
+            "WHERE custom_id=? AND tag=? AND state='submitted'",
+            [
+                (o.state, o.response, o.error, o.attempts_added, o.state, o.custom_id, tag)
+                for o in outcomes
+            ],
+        )
+
     def end_batch(
         self,
         tag: str,
@@ -255,15 +311,7 @@ class BatchTables(StoreBase):
         """Store a finished batch's outcomes and mark it ended, in one transaction, with the
         attempts buffered for them: they commit together, never apart."""
         with self._transaction():
-            self.conn.executemany(
-                "UPDATE batch_requests SET state=?, response=?, error=?, attempts=attempts+?, "
-                "tag=CASE WHEN ?='ready' THEN NULL ELSE tag END "
-                "WHERE custom_id=? AND tag=? AND state='submitted'",
-                [
-                    (o.state, o.response, o.error, o.attempts_added, o.state, o.custom_id, tag)
-                    for o in outcomes
-                ],
-            )
+            self._update_outcomes(tag, outcomes)
             # Requests of this batch with no outcome at all go back to be submitted again.
             self.conn.execute(
                 "UPDATE batch_requests SET state='ready', tag=NULL WHERE tag=? AND state='submitted'",
