@@ -1,7 +1,8 @@
 """Batch mode on Gemini through google-genai's batches API, against the fake Gemini server
 over real HTTP: staged conversations, per-request errors and expiry, a judge's verdicts
-through `response_schema`, real time taking over, and a lost submission found again by
-its display name, also after a kill -9 right after the job was created."""
+through `response_schema`, real time taking over, a lost submission found again by its
+display name, also after a kill -9 right after the job was created, and jobs from an
+uploaded input file with their results read from a file."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ import yaml
 import trialrun
 from conftest import base_config, read_results, trialrun_subprocess
 from test_executor import items
-from trialrun.errors import RunIncomplete
+from trialrun.errors import ProviderError
+from trialrun.providers import google
 from trialrun.providers.google import GoogleProvider, display_name
 from trialrun.testing import BatchFaults, FakeServer
 
@@ -194,15 +196,74 @@ def test_collect_killed_after_the_job_was_created_never_submits_it_twice(
         assert "batch_reconciled" in events
 
 
-def test_a_request_over_the_inline_limit_is_refused_in_one_line(
+# ------------------------------------------------------------------ jobs from a file
+
+
+def test_a_batch_over_the_inline_size_goes_as_a_file_job(
     gemini: FakeServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(GoogleProvider, "batch_limits", (100_000, 4000))
-    dataset = items(2)
-    dataset["items"][1]["prompt"] = "long " * 1000
-    with pytest.raises(
-        RunIncomplete, match=r"is 5,2\d\d bytes, over the 4,000 trialrun sends inline"
-    ):
-        trialrun.run(config(gemini, dataset=dataset, retry={"attempts": 2}), wait=True)
-    sizes = [len(batch["requests"]) for batch in gemini.batches.values()]
-    assert sizes and set(sizes) == {1}  # q0 only: q1 never reached the server
+    monkeypatch.setattr(GoogleProvider, "inline_max_bytes", 1000)  # 8 requests weigh more
+    gemini.set_batch(faults=BatchFaults(error=0.25, expire=0.25, seed=3))
+    run = trialrun.run(config(gemini, n=8, retry={"attempts": 10}), wait=True)
+    assert run.counts()["done"] == 8
+    jobs = [gemini.batches[b] for b in gemini.batch_creates()]
+    files = [job for job in jobs if job["input_file"]]
+    assert files and all(len(job["requests"]) > 1 for job in files)
+    assert all(job["responses_file"] for job in files)  # results came as a file...
+    downloads = [r for r in gemini.requests if r["path"].endswith(":download")]
+    assert len(downloads) == len(files)  # ...and were read from it
+    states = {b["provider_state"] for b in run.status()["batches"]}
+    assert "JOB_STATE_EXPIRED" in states
+    with sqlite3.connect(run.path / "trialrun.db") as conn:
+        errors = conn.execute("SELECT count(*) FROM attempts WHERE error IS NOT NULL").fetchone()
+    drawn = [o for job in jobs for o in job["outcomes"].values()]
+    assert errors[0] == drawn.count("error") > 0  # an error used an attempt, an expiry none
+    # Turn 2 was built from turn 1's answer, as inline.
+    record = next(r for r in read_results(run.path) if r["item_id"] == "q0")
+    turn_2 = f"{record['trial_id']}_t1"
+    (request,) = [i["request"] for job in jobs for i in job["requests"] if i["custom_id"] == turn_2]
+    assert request["contents"][1]["parts"][0]["text"] == record["turns"][0]["response"]
+
+
+def test_a_file_line_holds_the_request_the_sdk_sends_inline(gemini: FakeServer) -> None:
+    provider = GoogleProvider(api_key=KEY, base_url=gemini.url)
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi?"},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "Grade it."},
+    ]
+    params = {"temperature": 0.5, "max_tokens": 9, "stop": "x", "seed": 3, "top_logprobs": 2}
+    schema = {"type": "object", "properties": {"answer": {"enum": ["pass", "fail"]}}}
+    requests = [
+        trialrun.types.Request("fake-model", messages, params, response_schema=schema),
+        trialrun.types.Request("fake-model", messages[1:2], {}),
+    ]
+    entries = [provider.batch_entry(f"c{i}", r) for i, r in enumerate(requests)]
+
+    async def submit_both() -> tuple[str, str]:
+        inline = await provider.submit_batch(entries, {"trialrun_run": "r", "trialrun_tag": "a"})
+        provider.inline_max_bytes = 0
+        as_file = await provider.submit_batch(entries, {"trialrun_run": "r", "trialrun_tag": "b"})
+        await provider.aclose()
+        return inline, as_file
+
+    inline, as_file = asyncio.run(submit_both())
+    assert gemini.batches[inline]["input_file"] is None
+    assert gemini.batches[as_file]["input_file"] is not None
+    assert gemini.batches[as_file]["requests"] == gemini.batches[inline]["requests"]
+
+
+def test_a_file_over_the_input_limit_is_refused_in_one_line(
+    gemini: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(google, "FILE_MAX", 3000)
+    monkeypatch.setattr(GoogleProvider, "inline_max_bytes", 100)
+    provider = GoogleProvider(api_key=KEY, base_url=gemini.url)
+    request = trialrun.types.Request(
+        "fake-model", [{"role": "user", "content": "long " * 1000}], {}
+    )
+    entry = provider.batch_entry("c0", request)
+    with pytest.raises(ProviderError, match=r"batch file of 5,\d+ bytes is over the 3,000"):
+        asyncio.run(provider.submit_batch([entry], {"trialrun_run": "r", "trialrun_tag": "t"}))
+    assert gemini.batches == {} and gemini.requests == []  # refused before any call

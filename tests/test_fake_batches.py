@@ -432,6 +432,70 @@ def test_gemini_jobs_list_newest_first_cancel_and_check_keys_and_input() -> None
         assert len(server.batch_creates()) == 3
 
 
+def test_gemini_jobs_from_an_uploaded_file_answer_in_a_results_file(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from google.genai import _api_client, errors
+
+    monkeypatch.setattr(_api_client, "CHUNK_SIZE", 100)  # the SDK uploads 100 bytes at a time
+    lines = [{"key": f"k{i}", "request": r} for i, r in enumerate(gemini_requests(3))]
+    content = jsonl(
+        [{**line, "request": {"contents": line["request"]["contents"]}} for line in lines]
+    )
+    with FakeServer("google", api_key=KEY) as server:
+        client = gemini_client(server)
+        uploaded = client.files.upload(file=io.BytesIO(content), config={"mime_type": "jsonl"})
+        assert uploaded.size_bytes == len(content) > 200
+        job = client.batches.create(model="fake-model", src=uploaded.name)
+        job = client.batches.get(name=job.name)
+        assert job.state.value == "JOB_STATE_SUCCEEDED" and job.dest.inlined_responses is None
+        results = [
+            json.loads(line) for line in client.files.download(file=job.dest.file_name).splitlines()
+        ]
+        assert [r["key"] for r in results] == ["k0", "k1", "k2"]
+        assert all(r["response"]["candidates"][0]["content"]["parts"][0]["text"] for r in results)
+        uploads = [r for r in server.requests if r["path"].startswith("/upload/")]
+        assert len(uploads) == 1 + -(-len(content) // 100)  # the start, then each piece
+
+        with pytest.raises(errors.ClientError, match="key"):
+            bad = client.files.upload(
+                file=io.BytesIO(b'{"request": {}}\n'), config={"mime_type": "jsonl"}
+            )
+            client.batches.create(model="fake-model", src=bad.name)
+        start = urllib.request.Request(
+            f"{server.url}/upload/v1beta/files",
+            data=b"{}",
+            headers={
+                "x-goog-api-key": KEY,
+                "X-Goog-Upload-Protocol": "resumable",
+                "X-Goog-Upload-Command": "start",
+                "X-Goog-Upload-Header-Content-Length": "10",
+            },
+        )
+        with urllib.request.urlopen(start) as answer:
+            session = answer.headers["X-Goog-Upload-URL"]
+        skipped = urllib.request.Request(
+            session,
+            data=b"12345",
+            headers={"X-Goog-Upload-Command": "upload", "X-Goog-Upload-Offset": "5"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as wrong_offset:
+            urllib.request.urlopen(skipped)
+        assert wrong_offset.value.code == 400
+        name = job.dest.file_name.removeprefix("files/")
+        with pytest.raises(urllib.error.HTTPError) as no_media:
+            urllib.request.urlopen(
+                urllib.request.Request(
+                    f"{server.url}/v1beta/files/{name}:download", headers={"x-goog-api-key": KEY}
+                )
+            )
+        assert no_media.value.code == 400
+        stranger = gemini_client(server, key="wrong")
+        with pytest.raises(errors.ClientError) as refused:
+            stranger.files.download(file=job.dest.file_name)
+        assert refused.value.code == 401
+
+
 # ------------------------------------------------------------------------------- both
 
 

@@ -9,15 +9,27 @@ yet) asks for JSON (`response_mime_type: application/json`) matching `response_s
 the schema converted to Gemini's OpenAPI subset by `gemini_schema`; the answer's text is
 the candidate's text.
 
-Batch mode (`mode: batch`) goes through google-genai's batches API (`client.batches`): each
-batch is one `create(model=..., src=[inlined requests], config={display_name})`, the
-requests carrying our custom id as `metadata: {key: <custom id>}`; its answers come back
-inline in the job (`dest.inlined_responses`, each with the request's metadata, a
-`response` or an `error`). Inline requests are limited to 20 MB a batch ("Inline requests
-... suitable for smaller batches that keep the total request size under 20MB",
-https://ai.google.dev/gemini-api/docs/batch-api), so the executor splits by that;
-trialrun does not use the input-file route (Files API upload, results as a file). Job
-states (`JOB_STATE_PENDING`, `RUNNING`, `SUCCEEDED`, `FAILED`, `CANCELLED`, `EXPIRED`;
+Batch mode (`mode: batch`) goes through google-genai's batches API (`client.batches`), one
+model a job, by one of the two routes the Batch API documents
+(https://ai.google.dev/gemini-api/docs/batch-api):
+
+- inline, for a batch of up to `inline_max_bytes` (2 MiB) of requests: one
+  `create(model=..., src=[inlined requests], config={display_name})`, each request carrying
+  our custom id as `metadata: {key: <custom id>}`; its answers come back inside the job
+  (`dest.inlined_responses`, each with the request's metadata, a `response` or an
+  `error`), which every `batches.get` of the ended job returns whole, so inline jobs are
+  kept small ("suitable for smaller batches that keep the total request size under
+  20MB");
+- an input file, for anything larger (up to the documented 2 GB an input file may hold):
+  the requests are written as JSON lines, `{"key": <custom id>, "request":
+  <GenerateContentRequest as the REST API takes it>}`, to a temporary file, uploaded with
+  `files.upload` (the SDK's resumable upload, 8 MB at a time), and the job created with
+  `src=<file name>`; its results are a JSONL file (`dest.file_name`, each line the key
+  with a `response` or an error status) that `files.download` streams to a temporary
+  file, read a line at a time. Small batches stay inline because that is one call rather
+  than three and leaves nothing in the project's file storage (20 GB, files kept 48 h).
+
+Job states (`JOB_STATE_PENDING`, `RUNNING`, `SUCCEEDED`, `FAILED`, `CANCELLED`, `EXPIRED`;
 `BATCH_STATE_*` on the wire, renamed by the SDK's `t_job_state`) are read from
 `batches.get`; the requests of an expired or cancelled job that have no result in it go
 out again without using an attempt. A lost submission is found again by its display name
@@ -26,14 +38,23 @@ out again without using an attempt. A lost submission is found again by its disp
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
-from typing import Any, ClassVar
+import itertools
+import os
+import tempfile
+from collections.abc import AsyncIterator, Iterable, Iterator
+from typing import IO, Any, ClassVar
 
 import orjson
 
 from trialrun.errors import ErrorKind, ProviderError
 from trialrun.providers.base import Provider
-from trialrun.providers.batch import BatchAPI, BatchOutcome, BatchStatus
+from trialrun.providers.batch import (
+    BatchAPI,
+    BatchOutcome,
+    BatchStatus,
+    read_jsonl,
+    spool_jsonl,
+)
 from trialrun.providers.http import connection_failures_named, kind_of_status, retry_after_s
 from trialrun.providers.registry import provider
 from trialrun.types import Request, Response, Usage
@@ -77,6 +98,8 @@ NOT_FOUND, PERMISSION_DENIED, FAILED_PRECONDITION, OUT_OF_RANGE, UNIMPLEMENTED,
 UNAUTHENTICATED. Others (INTERNAL, UNAVAILABLE, RESOURCE_EXHAUSTED, ...) are retried."""
 _LIST_MOST = 1000
 """Jobs `find_batch` reads at most, newest first."""
+FILE_MAX = 2_000_000_000
+"""Bytes an input file may hold ("2GB")."""
 
 
 @provider("google")
@@ -160,10 +183,14 @@ class GoogleProvider(Provider, BatchAPI):
 
     # -- Batch API ---------------------------------------------------------------------
 
-    # Inline requests: "total request size under 20MB" (module docstring); the limit is
-    # kept 64 KiB below it for the request's envelope. No request count is documented for
-    # inline batches: 100,000, as Anthropic's, bounds one call's memory.
-    batch_limits = (100_000, 20_000_000 - 64 * 1024)
+    # An input file may hold 2 GB ("The maximum allowed file size for an input file is
+    # 2GB", https://ai.google.dev/gemini-api/docs/batch-api#input-file). The executor
+    # measures each request as its batch entry, which is up to ~100 bytes shorter than its
+    # line in the file (`file_line`): the limit leaves 20 MB for that, and `submit_batch`
+    # checks the file itself. No request count is documented: 100,000, as Anthropic's.
+    batch_limits = (100_000, FILE_MAX - 20_000_000)
+    inline_max_bytes: ClassVar[int] = 2 * 1024 * 1024
+    """Batches of up to this many bytes of requests are sent inline, larger ones as a file."""
 
     def batch_group(self, request: Request) -> str:
         return request.model  # a batch job runs one model
@@ -176,29 +203,29 @@ class GoogleProvider(Provider, BatchAPI):
     async def submit_batch(
         self, entries: Iterable[dict[str, Any]], metadata: dict[str, str]
     ) -> str:
-        requests = list(entries)
-        self._check_inline(requests)
+        client = self._ensure_client()
+        config = {"display_name": display_name(metadata)}
+        held, spool = _inline_or_spooled(iter(entries), self.inline_max_bytes)
+        model = held[0]["model"]
+        if spool is None:
+            with connection_failures_named():
+                job = await client.aio.batches.create(model=model, src=held, config=config)
+            return str(job.name)
+        with spool:
+            size = spool.seek(0, os.SEEK_END)
+            if size > FILE_MAX:
+                raise ProviderError(
+                    f"a Gemini batch file of {size:,} bytes is over the {FILE_MAX:,} an input "
+                    "file may hold: set batch.max_bytes lower",
+                    status=413,
+                )
+            spool.seek(0)
+            upload = {"mime_type": "jsonl", "display_name": config["display_name"]}
+            with connection_failures_named():
+                uploaded = await client.aio.files.upload(file=spool, config=upload)
         with connection_failures_named():
-            job = await self._ensure_client().aio.batches.create(
-                model=requests[0]["model"],
-                src=requests,
-                config={"display_name": display_name(metadata)},
-            )
+            job = await client.aio.batches.create(model=model, src=uploaded.name, config=config)
         return str(job.name)
-
-    def _check_inline(self, requests: list[dict[str, Any]]) -> None:
-        """Refuse a batch over the inline limit: the executor splits batches below it, so
-        only a single request too big for it gets here, and the input-file route that
-        would take it is not used."""
-        assert self.batch_limits is not None
-        size = sum(len(orjson.dumps(request)) + 1 for request in requests)
-        if size > self.batch_limits[1]:
-            raise ProviderError(
-                f"a Gemini batch of {len(requests)} requests is {size:,} bytes, over the "
-                f"{self.batch_limits[1]:,} trialrun sends inline (batch jobs from a file are "
-                "not supported yet): shorten the prompt, or run it with mode: realtime",
-                status=413,
-            )
 
     async def find_batch(
         self, metadata: dict[str, str], requests: int, created_after: float, known: set[str]
@@ -227,11 +254,18 @@ class GoogleProvider(Provider, BatchAPI):
         return BatchStatus(state in _ENDED, state, {}, note, failed=failed)
 
     async def batch_results(self, batch_id: str) -> AsyncIterator[BatchOutcome]:
+        client = self._ensure_client()
         with connection_failures_named():
-            job = await self._ensure_client().aio.batches.get(name=batch_id)
+            job = await client.aio.batches.get(name=batch_id)
         dest = job.dest
-        if dest is not None and dest.file_name and not dest.inlined_responses:
-            raise ValueError(f"batch {batch_id}: results in a file ({dest.file_name}) are not read")
+        if dest is not None and dest.file_name:
+            with tempfile.TemporaryFile() as spool:
+                with connection_failures_named():
+                    await client.aio.files.download(file=dest.file_name, destination=spool)
+                for line in read_jsonl(spool):
+                    if line.get("key"):
+                        yield _outcome(self._types.InlinedResponse.model_validate(_answer(line)))
+            return
         for answer in (dest.inlined_responses if dest is not None else None) or []:
             if (answer.metadata or {}).get("key"):
                 yield _outcome(answer)
@@ -268,6 +302,55 @@ def to_gemini(request: Request) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         config["response_mime_type"] = "application/json"
         config["response_schema"] = gemini_schema(request.response_schema)
     return contents, config
+
+
+def _inline_or_spooled(
+    entries: Iterator[dict[str, Any]], inline_max: int
+) -> tuple[list[dict[str, Any]], IO[bytes] | None]:
+    """The entries held for an inline job, if they weigh `inline_max` bytes or less; else
+    the first of them, and all of them as the lines of an input file (temporary, rewound),
+    the rest written as they are read."""
+    held: list[dict[str, Any]] = []
+    size = 0
+    for entry in entries:
+        held.append(entry)
+        size += len(orjson.dumps(entry)) + 1
+        if size > inline_max:
+            spool = spool_jsonl(file_line(e) for e in itertools.chain(held, entries))
+            return held[:1], spool
+    return held, None
+
+
+def file_line(entry: dict[str, Any]) -> dict[str, Any]:
+    """A batch entry as a line of an input file: our custom id as its key, and the request
+    in the REST API's form (camelCase, `systemInstruction` a Content, the model as
+    `models/...`), the same request the SDK sends for the entry inline."""
+    config = dict(entry.get("config") or {})
+    model = str(entry["model"])
+    if not model.startswith(("models/", "tunedModels/")):
+        model = f"models/{model}"
+    request: dict[str, Any] = {"model": model, "contents": entry["contents"]}
+    system = config.pop("system_instruction", None)
+    if system is not None:
+        request["systemInstruction"] = {"parts": [{"text": system}], "role": "user"}
+    if config:
+        request["generationConfig"] = {_camel(key): value for key, value in config.items()}
+    return {"key": entry["metadata"]["key"], "request": request}
+
+
+def _camel(snake: str) -> str:
+    head, *rest = snake.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _answer(line: dict[str, Any]) -> dict[str, Any]:
+    """A results file's line as an inlined response: its key as the metadata, its
+    `response` or its error (a google.rpc.Status, under `error` or `status`)."""
+    return {
+        "metadata": {"key": line["key"]},
+        "response": line.get("response"),
+        "error": line.get("error") or line.get("status"),
+    }
 
 
 def display_name(metadata: dict[str, str]) -> str:

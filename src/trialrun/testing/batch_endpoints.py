@@ -1,6 +1,8 @@
 """The batch endpoints of the fake OpenAI (Files and Batch API), Anthropic (Message
-Batches) and Gemini (batch jobs with inline requests, see `gemini_wire`) servers: batches stored with each request's outcome drawn at creation, ended by
-the first read after their delay (or a cancel), answered in the provider's shapes."""
+Batches) and Gemini (batch jobs with inline requests, see `gemini_wire`, or from an
+uploaded file, see `gemini_files`) servers: batches stored with each request's outcome
+drawn at creation, ended by the first read after their delay (or a cancel), answered in
+the provider's shapes."""
 
 from __future__ import annotations
 
@@ -23,13 +25,13 @@ from trialrun.testing.batches import (
     page_limit,
     unique,
 )
-from trialrun.testing.endpoints import Endpoints
 from trialrun.testing.faults import FORCED, BatchFaults
+from trialrun.testing.gemini_files import GeminiFiles
 from trialrun.testing.lifecycle import Handler
 from trialrun.testing.wire import Wire
 
 
-class BatchEndpoints(Endpoints):
+class BatchEndpoints(GeminiFiles):
     """Batches and files, on top of the answering endpoints."""
 
     batches: dict[str, dict[str, Any]]
@@ -61,6 +63,7 @@ class BatchEndpoints(Endpoints):
                 ("GET", "/{version}/batches", guard(self._batch_list)),
                 ("GET", "/{version}/batches/{batch_id}", guard(self._batch_get)),
                 ("POST", "/{version}/batches/{batch_id}:cancel", guard(self._batch_cancel)),
+                *self._gemini_file_routes(guard),
             ]
         return [
             ("POST", "/v1/messages/batches", guard(self._anthropic_batch_create)),
@@ -191,24 +194,20 @@ class BatchEndpoints(Endpoints):
         batch = body.get("batch")
         if not isinstance(batch, dict):
             raise Rejected(400, "batch: an object is required", body)
-        inline = (batch.get("inputConfig") or {}).get("requests") or {}
-        items = inline.get("requests") if isinstance(inline, dict) else None
-        if not isinstance(items, list) or not items:
-            raise Rejected(400, "batch.inputConfig.requests.requests: a non-empty list", body)
-        requests = []
-        for number, item in enumerate(items):
-            key = (item.get("metadata") or {}).get("key") if isinstance(item, dict) else None
-            if not isinstance(key, str) or not isinstance(item.get("request"), dict):
-                message = f"requests[{number}]: a request and metadata.key are required"
-                raise Rejected(400, message, body)
-            requests.append({"custom_id": key, "request": item["request"]})
+        source = batch.get("inputConfig") or {}
         try:
+            if "fileName" in source:
+                requests = self._gemini_input(str(source["fileName"]))
+            else:
+                requests = _inlined_requests(source)
             unique([item["custom_id"] for item in requests])
         except Rejected as exc:
             raise Rejected(exc.status, exc.message, body) from None
         fields = {
             "model": f"models/{http.match_info['model']}",
             "display_name": str(batch.get("displayName") or ""),
+            "input_file": source.get("fileName"),
+            "responses_file": None,
         }
         return self._created(http, body, self._create_batch("batches/", requests, fields))
 
@@ -340,10 +339,13 @@ class BatchEndpoints(Endpoints):
                 result, status, body = batch_answer(self.wire, item["body"], outcome)
                 line = openai_wire.batch_line(record["id"], custom_id, result, status, body)
             elif self.kind == "google":
-                result, status, body = batch_answer(self.wire, item["request"], outcome)
+                request = {"model": record["model"], **item["request"]}  # a file's may omit it
+                result, status, body = batch_answer(self.wire, request, outcome)
                 line = None
                 if result in ("succeeded", "errored"):
                     line = gemini_wire.inlined_response(custom_id, result, status, body)
+                    if record["input_file"]:
+                        line = gemini_wire.file_line(line)
             else:
                 result, status, body = batch_answer(self.wire, item["params"], outcome)
                 line = anthropic_wire.batch_line(custom_id, result, status, body)
@@ -353,6 +355,8 @@ class BatchEndpoints(Endpoints):
         record.update(ended_at=at, results=results, lines=lines)
         if self.kind == "openai":
             self._openai_batch_files(record)
+        elif self.kind == "google" and record["input_file"] and not canceled:
+            self._gemini_results_file(record)
 
     def _openai_batch_files(self, record: dict[str, Any]) -> None:
         """The ended batch's output and error files, and its final status."""
@@ -383,6 +387,21 @@ class BatchEndpoints(Endpoints):
             return gemini_wire.batch_json(record)
         results_url = f"http://127.0.0.1:{self.port}/v1/messages/batches/{record['id']}/results"
         return anthropic_wire.batch_json(record, results_url)
+
+
+def _inlined_requests(source: dict[str, Any]) -> list[dict[str, Any]]:
+    """A Gemini job's inline requests: each one's key and request."""
+    inline = source.get("requests") or {}
+    items = inline.get("requests") if isinstance(inline, dict) else None
+    if not isinstance(items, list) or not items:
+        raise Rejected(400, "batch.inputConfig: requests.requests (a non-empty list) or fileName")
+    requests = []
+    for number, item in enumerate(items):
+        key = (item.get("metadata") or {}).get("key") if isinstance(item, dict) else None
+        if not isinstance(key, str) or not isinstance(item.get("request"), dict):
+            raise Rejected(400, f"requests[{number}]: a request and metadata.key are required")
+        requests.append({"custom_id": key, "request": item["request"]})
+    return requests
 
 
 def batch_answer(wire: Wire, params: dict[str, Any], outcome: str) -> tuple[str, int, Any]:

@@ -8,7 +8,9 @@ metadata}]}}}}` (`_CreateBatchJobParameters_to_mldev`, `_InlinedRequest_to_mldev
 is a long-running operation whose `metadata` holds `displayName`, `state` (`BATCH_STATE_*`,
 which `t_job_state` renames `JOB_STATE_*`), `createTime`, `model` and, once ended,
 `output.inlinedResponses.inlinedResponses: [{response | error, metadata}]`
-(`_BatchJob_from_mldev`, `_InlinedResponse_from_mldev`); a list is `{operations,
+(`_BatchJob_from_mldev`, `_InlinedResponse_from_mldev`), or for a job from an uploaded
+file (`inputConfig: {fileName}`) `output.responsesFile`, the name of its results file
+(`gemini_files`); a list is `{operations,
 nextPageToken}` (`_ListBatchJobsResponse_from_mldev`). Per-request errors are
 google.rpc.Status objects (`{code, message}`, gRPC codes). What an expired job's output
 holds is not documented where we looked: this fake answers the requests it processed and
@@ -113,6 +115,13 @@ def inlined_response(custom_id: str, result: str, status: int, answered: Any) ->
     return entry
 
 
+def file_line(inlined: dict[str, Any]) -> dict[str, Any]:
+    """A line of a job's results file: the inlined response's key at the top, beside its
+    response or error."""
+    line = {key: value for key, value in inlined.items() if key != "metadata"}
+    return {"key": inlined["metadata"]["key"], **line}
+
+
 def batch_state(record: dict[str, Any]) -> str:
     """A fake batch's state word on the wire."""
     if record["ended_at"] is None:
@@ -137,7 +146,9 @@ def batch_json(record: dict[str, Any]) -> dict[str, Any]:
     }
     if record["ended_at"] is not None:
         metadata["endTime"] = rfc3339(record["ended_at"])
-    if state in ("BATCH_STATE_SUCCEEDED", "BATCH_STATE_EXPIRED"):
+    if record["responses_file"]:
+        metadata["output"] = {"responsesFile": record["responses_file"]}
+    elif state in ("BATCH_STATE_SUCCEEDED", "BATCH_STATE_EXPIRED"):
         metadata["output"] = {"inlinedResponses": {"inlinedResponses": record["lines"]}}
     return {"name": record["id"], "metadata": metadata, "done": record["ended_at"] is not None}
 

@@ -121,6 +121,8 @@ class FakeServer(BatchEndpoints):
         `ended_at` is set by the first read after the end), and once ended, `results`
         (custom_id → succeeded, errored, expired or canceled) and the result `lines`."""
         self._files: dict[str, dict[str, Any]] = {}
+        self._uploads: dict[str, dict[str, Any]] = {}
+        """Gemini's resumable uploads in progress, by session id."""
         self._batch_serial = 0
 
     @property
