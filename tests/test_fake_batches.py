@@ -482,6 +482,7 @@ def test_gemini_jobs_from_an_uploaded_file_answer_in_a_results_file(
         with pytest.raises(urllib.error.HTTPError) as wrong_offset:
             urllib.request.urlopen(skipped)
         assert wrong_offset.value.code == 400
+        wrong_offset.value.close()  # an HTTPError holds the answer's socket open
         name = job.dest.file_name.removeprefix("files/")
         with pytest.raises(urllib.error.HTTPError) as no_media:
             urllib.request.urlopen(
@@ -490,6 +491,7 @@ def test_gemini_jobs_from_an_uploaded_file_answer_in_a_results_file(
                 )
             )
         assert no_media.value.code == 400
+        no_media.value.close()
         stranger = gemini_client(server, key="wrong")
         with pytest.raises(errors.ClientError) as refused:
             stranger.files.download(file=job.dest.file_name)
