@@ -20,6 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
     # 1: the config and what reads only it
     (
         "config",
+        "config_keys",
         "config_yaml",
         "env_refs",
         "overrides",

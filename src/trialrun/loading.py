@@ -16,7 +16,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from trialrun.config import PLANNED_KEYS, Experiment, clip, config_warnings, unknown_key_hint
+from trialrun.config import PLANNED_KEYS, Experiment, config_warnings
+from trialrun.config_keys import clip, unknown_key_hint
 from trialrun.config_yaml import read_yaml
 from trialrun.dataset import Dataset, load_dataset
 from trialrun.errors import ConfigError, unstorable_text

@@ -12,7 +12,8 @@ from typing import Any, NamedTuple
 
 import yaml
 
-from trialrun.config import PLANNED_KEYS, clip, first_unknown_key, unknown_key_hint
+from trialrun.config import PLANNED_KEYS
+from trialrun.config_keys import clip, first_unknown_key, unknown_key_hint
 from trialrun.config_yaml import ConfigLoader, RefusedYAML, check_shape
 from trialrun.errors import ConfigError
 
