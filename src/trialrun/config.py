@@ -2,8 +2,9 @@
 
 Every field carries a docstring; the config reference in docs/reference.md is generated
 from them, so the docs cannot drift from the code. The key paths the models allow (unknown
-keys, "did you mean") are in `config_keys`, reading YAML in `config_yaml`, KEY=VALUE overrides and sweeps in `overrides`, and turning a raw dict into an
-`Experiment` with one-line errors in `loading.validate`.
+keys, "did you mean") are in `config_keys`, reading YAML in `config_yaml`, KEY=VALUE
+overrides and sweeps in `overrides`, and turning a raw dict into an `Experiment` with
+one-line errors in `loading.validate`.
 """
 
 from __future__ import annotations
