@@ -83,23 +83,29 @@ def wait_until(check: Callable[[], bool], timeout: float = 20.0) -> None:
         time.sleep(0.05)
 
 
-def test_resume_from_bucket_after_kill_redoes_only_trials_after_the_last_snapshot(
-    s3: Any, write_config: Callable[..., Path], tmp_path: Path, cli: Callable[..., Any]
-) -> None:
+SYNCED_TOTAL = 20 * 2 * 2
+"""Trials of the run `killed_after_a_snapshot` starts: 20 items x 2 models x 2 cells."""
+
+
+def killed_after_a_snapshot(
+    write_config: Callable[..., Path], tmp_path: Path, prefix: str
+) -> tuple[Path, str]:
+    """A `trialrun run` syncing to `prefix` every 10 trials, killed (-9) once a snapshot of
+    at least 20 trials is uploaded: its folder, and the URL its snapshots went to."""
     items = [{"id": f"q{i:02d}", "prompt": f"Claim {i}?", "category": "c"} for i in range(20)]
     config = write_config(
         dataset={"items": items},
         mock={"latency_s": 0.03},
         limits={"mock": {"concurrency": 2}},
-        output={"dir": "runs", "sync": f"s3://{BUCKET}/sweeps", "sync_every": 10},
+        output={"dir": "runs", "sync": prefix, "sync_every": 10},
     )
-    total = 20 * 2 * 2
     proc = trialrun_subprocess("run", str(config), "-q", cwd=tmp_path)
     try:
         wait_until(lambda: (tmp_path / "runs").is_dir() and run_folder(tmp_path) is not None)
         folder = only_run(tmp_path / "runs")
 
         def synced_enough() -> bool:
+            assert proc.poll() is None, proc.communicate()[1]
             state = sync.read_state(folder)
             return bool(state and state["ok"] and (state["trials"] or 0) >= 20)
 
@@ -109,7 +115,14 @@ def test_resume_from_bucket_after_kill_redoes_only_trials_after_the_last_snapsho
         if proc.poll() is None:
             proc.kill()
         proc.communicate(timeout=10)
-    url = f"s3://{BUCKET}/sweeps/{folder.name}"
+    return folder, f"{prefix}/{folder.name}"
+
+
+def test_resume_from_bucket_after_kill_redoes_only_trials_after_the_last_snapshot(
+    s3: Any, write_config: Callable[..., Path], tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    folder, url = killed_after_a_snapshot(write_config, tmp_path, f"s3://{BUCKET}/sweeps")
+    total = SYNCED_TOTAL
     snap = records_in(download_db(url, tmp_path / "snap.db"))
     assert 20 <= len(snap) < total  # killed mid-way, after a snapshot
 

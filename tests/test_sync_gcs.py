@@ -5,7 +5,6 @@ ends with the planned trials each answered once."""
 
 from __future__ import annotations
 
-import signal
 import socket
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -16,8 +15,7 @@ from typing import Any
 import pytest
 
 import trialrun
-from conftest import only_run, trialrun_subprocess
-from test_sync import download_db, records_in, run_folder, wait_until
+from test_sync import SYNCED_TOTAL, download_db, killed_after_a_snapshot, records_in
 from trialrun import sync
 
 BUCKET = "trialrun-gcs"
@@ -86,31 +84,8 @@ def answers_per_turn(db: Path) -> dict[tuple[str, int], tuple[int, int]]:
 def test_gs_sync_uploads_a_consistent_snapshot_and_resume_from_gs_finishes_each_trial_once(
     gcs: Any, write_config: Callable[..., Path], tmp_path: Path, cli: Callable[..., Any]
 ) -> None:
-    items = [{"id": f"q{i:02d}", "prompt": f"Claim {i}?", "category": "c"} for i in range(20)]
-    config = write_config(
-        dataset={"items": items},
-        mock={"latency_s": 0.03},
-        limits={"mock": {"concurrency": 2}},
-        output={"dir": "runs", "sync": f"gs://{BUCKET}/sweeps", "sync_every": 10},
-    )
-    total = 20 * 2 * 2
-    proc = trialrun_subprocess("run", str(config), "-q", cwd=tmp_path)
-    try:
-        wait_until(lambda: (tmp_path / "runs").is_dir() and run_folder(tmp_path) is not None)
-        folder = only_run(tmp_path / "runs")
-
-        def synced_enough() -> bool:
-            assert proc.poll() is None, proc.communicate()[1]
-            state = sync.read_state(folder)
-            return bool(state and state["ok"] and (state["trials"] or 0) >= 20)
-
-        wait_until(synced_enough)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=10)
-    url = f"gs://{BUCKET}/sweeps/{folder.name}"
+    folder, url = killed_after_a_snapshot(write_config, tmp_path, f"gs://{BUCKET}/sweeps")
+    total = SYNCED_TOTAL
     fs, root = sync.filesystem(url)
     assert {p.rsplit("/", 1)[-1] for p in fs.ls(root)} == {
         "config.yaml",
