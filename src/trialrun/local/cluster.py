@@ -31,15 +31,15 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from trialrun.config import RayConfig
-from trialrun.errors import ConfigError, ErrorKind, ProviderError
-from trialrun.providers.base import Provider
+from trialrun.errors import ConfigError, ProviderError
+from trialrun.providers.base import LocalProvider
 from trialrun.types import Request, Response
 
 log = logging.getLogger(__name__)
@@ -222,13 +222,12 @@ class _Pool:
             ray.kill(actor.handle, no_restart=True)
 
 
-class RayModels(Provider):
+class RayModels(LocalProvider):
     """Stands for the `hf` provider of one model entry and sends its calls to Ray actors."""
 
     name = "hf"
     sdk = "ray"
     extra = "ray"
-    local = True
 
     def __init__(self, config: RayConfig, provider: str, settings: dict[str, Any]) -> None:
         super().__init__()
@@ -247,23 +246,10 @@ class RayModels(Provider):
     def max_concurrency(self) -> int:
         return self.batch_size * 2 * max(1, self.config.actors or self._gpu_actors())
 
-    def unsent_params(self, names: Iterable[str]) -> list[str]:
-        from trialrun.providers.hf import TAKEN
-
-        return sorted(name for name in names if name not in TAKEN)
-
-    def params_note(self) -> str:
-        return "the hf provider samples with temperature, top_p and top_k only"
-
     def check_model(self, model: str) -> None:
         from trialrun.local.models import check_source
 
         check_source(model, bool(self.settings.get("download", False)))
-
-    def classify_error(self, exc: BaseException) -> tuple[ErrorKind, float | None]:
-        if isinstance(exc, ProviderError):
-            return exc.kind, exc.retry_after
-        return "final", None
 
     def event(self, kind: str, note: str) -> None:
         log.info("%s", note)

@@ -104,6 +104,31 @@ class Provider(Batches, ABC):
         )
 
 
+LOCAL_PARAMS = frozenset(
+    {"temperature", "top_p", "top_k", "max_tokens", "seed", "logprobs", "top_logprobs"}
+)
+"""The sampling params a local model's provider sends; the others are left out, with a warning."""
+
+
+class LocalProvider(Provider):
+    """A provider that runs models on hardware trialrun drives (`hf/`, `vllm/`, the Ray
+    actors of `executor.ray`): it takes `LOCAL_PARAMS` only, and a failure that is not a
+    ProviderError (a bug, broken weights, a dead engine) is final: a retry would not heal it."""
+
+    local = True
+
+    def unsent_params(self, names: Iterable[str]) -> list[str]:
+        return sorted(name for name in names if name not in LOCAL_PARAMS)
+
+    def params_note(self) -> str:
+        return f"the {self.name} provider samples with temperature, top_p and top_k only"
+
+    def classify_error(self, exc: BaseException) -> tuple[ErrorKind, float | None]:
+        if isinstance(exc, ProviderError):
+            return exc.kind, exc.retry_after
+        return "final", None
+
+
 class UnbuiltProvider(Provider):
     """Stands where a model's provider cannot be built here (its SDK is missing) and only its
     defaults are asked for (`plan`'s estimates): no tokenizer, every param sent, no answers."""

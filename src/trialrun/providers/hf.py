@@ -29,24 +29,21 @@ import importlib.util
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
-from trialrun.errors import ConfigError, ErrorKind, ProviderError
+from trialrun.errors import ConfigError, ProviderError
 from trialrun.hashing import canonical
 from trialrun.local.residency import ResidentLanes
-from trialrun.providers.base import Provider
+from trialrun.providers.base import LocalProvider
 from trialrun.providers.registry import provider
 from trialrun.types import Request, Response, Usage
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-TAKEN = frozenset(
-    {"temperature", "top_p", "top_k", "max_tokens", "seed", "logprobs", "top_logprobs"}
-)
 DEFAULT_MAX_TOKENS = 512
 
 
@@ -63,11 +60,10 @@ class OutOfMemory(ProviderError):
 
 
 @provider("hf")
-class HfProvider(ResidentLanes, Provider):
+class HfProvider(ResidentLanes, LocalProvider):
     name = "hf"
     sdk = "transformers"
     extra = "local"
-    local = True
 
     def __init__(
         self,
@@ -100,21 +96,10 @@ class HfProvider(ResidentLanes, Provider):
     def max_concurrency(self) -> int:
         return self.batch_size * 2  # one batch running, the next one gathering
 
-    def unsent_params(self, names: Iterable[str]) -> list[str]:
-        return sorted(name for name in names if name not in TAKEN)
-
-    def params_note(self) -> str:
-        return "the hf provider samples with temperature, top_p and top_k only"
-
     def check_model(self, model: str) -> None:
         from trialrun.local.models import check_source
 
         check_source(model, self.download)
-
-    def classify_error(self, exc: BaseException) -> tuple[ErrorKind, float | None]:
-        if isinstance(exc, ProviderError):
-            return exc.kind, exc.retry_after
-        return "final", None  # a local failure (a bug, bad weights) will not heal on retry
 
     # -- residency -------------------------------------------------------------------------
 

@@ -50,24 +50,20 @@ import gc
 import importlib.util
 import logging
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from trialrun.errors import ConfigError, ErrorKind, ProviderError, TrialrunError
+from trialrun.errors import ConfigError, ProviderError, TrialrunError
 from trialrun.local.residency import ResidentLanes
-from trialrun.providers.base import Provider
+from trialrun.providers.base import LocalProvider
 from trialrun.providers.registry import provider
 from trialrun.types import Request, Response, Usage
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-TAKEN = frozenset(
-    {"temperature", "top_p", "top_k", "max_tokens", "seed", "logprobs", "top_logprobs"}
-)
-"""The params sent, as `hf/`'s."""
 DEFAULT_MAX_TOKENS = 512
 DEFAULT_MAX_LOGPROBS = 20
 """vLLM's own default for the engine's `max_logprobs`."""
@@ -102,11 +98,10 @@ class _Pending:
 
 
 @provider("vllm")
-class VllmProvider(ResidentLanes, Provider):
+class VllmProvider(ResidentLanes, LocalProvider):
     name = "vllm"
     sdk = "vllm"
     extra = "vllm"
-    local = True
     steering_refusal = STEERING_REFUSAL
     load_verb = "start"
 
@@ -148,12 +143,6 @@ class VllmProvider(ResidentLanes, Provider):
     def max_concurrency(self) -> int:
         return self.batch_size * 2  # one call running, the next one gathering
 
-    def unsent_params(self, names: Iterable[str]) -> list[str]:
-        return sorted(name for name in names if name not in TAKEN)
-
-    def params_note(self) -> str:
-        return "the vllm provider samples with temperature, top_p and top_k only, as hf does"
-
     def check_model(self, model: str) -> None:
         from trialrun.local.models import check_source
 
@@ -162,11 +151,6 @@ class VllmProvider(ResidentLanes, Provider):
         except ConfigError as exc:  # its message names the hf/ provider
             reason = str(exc).removeprefix(f"hf/{model}: ")
             raise ConfigError(f"vllm/{model}: {reason}") from None
-
-    def classify_error(self, exc: BaseException) -> tuple[ErrorKind, float | None]:
-        if isinstance(exc, ProviderError):
-            return exc.kind, exc.retry_after
-        return "final", None  # a local failure (a bug, a broken engine) will not heal
 
     # -- residency -------------------------------------------------------------------------
 
